@@ -1,0 +1,27 @@
+"""Pure functions on tensors: the one source of the package's math."""
+
+from .coding_rate import (
+    CholeskyFallbackWarning,
+    RateReduction,
+    coding_rate,
+    coding_rate_reduction,
+    half_logdet_gram,
+)
+from .diagnostics import (
+    effective_rank,
+    intra_inter_distance_ratio,
+    rho_spectrum,
+    singular_value_spectrum,
+)
+
+__all__ = [
+    "CholeskyFallbackWarning",
+    "RateReduction",
+    "coding_rate",
+    "coding_rate_reduction",
+    "effective_rank",
+    "half_logdet_gram",
+    "intra_inter_distance_ratio",
+    "rho_spectrum",
+    "singular_value_spectrum",
+]

@@ -1,0 +1,3 @@
+from .coding_rate_regularizer import CodingRateRegularizer
+
+__all__ = ["CodingRateRegularizer"]

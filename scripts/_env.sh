@@ -1,0 +1,32 @@
+# Sourced by scripts/benchmark.sh and scripts/test.sh: find or build the Python environment.
+#
+# - Inside an activated virtual environment ($VIRTUAL_ENV) that environment is used; otherwise
+#   ./.venv is created with the first python3 found (3.10 or newer).
+# - torch is installed only when absent, pinned to the CPU build (torch==2.13.0) so that pip does
+#   not resolve an unpinned torch to a multi-GB CUDA build. A torch you already have is kept.
+# - The project is installed editable with the extra named by $PMLAC_EXTRA; the install is
+#   skipped when pyproject.toml has not changed since the last one (a stamp file records its hash).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+if [ -n "${VIRTUAL_ENV:-}" ]; then
+    PY="$VIRTUAL_ENV/bin/python"
+else
+    if [ ! -x .venv/bin/python ]; then
+        python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
+            || { echo "pml-anticollapse needs Python 3.10 or newer" >&2; exit 1; }
+        python3 -m venv .venv
+    fi
+    PY="$ROOT/.venv/bin/python"
+fi
+if ! "$PY" -c "import torch" >/dev/null 2>&1; then
+    echo "[setup] torch not found: installing the pinned CPU build torch==2.13.0" >&2
+    "$PY" -m pip install --quiet "torch==2.13.0"
+fi
+STAMP_DIR="$("$PY" -c 'import sys; print(sys.prefix)')"
+STAMP="$STAMP_DIR/.pml_anticollapse-${PMLAC_EXTRA}-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$STAMP" ]; then
+    echo "[setup] installing pml-anticollapse[${PMLAC_EXTRA}] (editable)" >&2
+    "$PY" -m pip install --quiet -e ".[${PMLAC_EXTRA}]"
+    touch "$STAMP"
+fi
