@@ -1,0 +1,47 @@
+"""Shared fixtures: device, dtype and one tolerance table keyed by dtype."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+def pytest_addoption(parser):
+    parser.addoption("--cuda", action="store_true", help="also run device-parametrised tests on CUDA")
+
+
+def _devices(config):
+    devices = ["cpu"]
+    if config.getoption("--cuda") and torch.cuda.is_available():
+        devices.append("cuda")
+    return devices
+
+
+def pytest_generate_tests(metafunc):
+    if "device" in metafunc.fixturenames:
+        metafunc.parametrize("device", _devices(metafunc.config))
+
+
+# relative tolerances of a value computed in `dtype` against a float64 reference fed the same
+# (already rounded) input
+TOLERANCES = {
+    torch.float64: dict(rtol=1e-10, atol=1e-12),
+    torch.float32: dict(rtol=1e-5, atol=1e-6),
+    torch.bfloat16: dict(rtol=2e-2, atol=1e-2),  # autocast: the input itself is rounded
+    torch.float16: dict(rtol=5e-3, atol=1e-3),
+}
+
+
+@pytest.fixture(params=[torch.float32, torch.float64], ids=["float32", "float64"])
+def dtype(request):
+    return request.param
+
+
+@pytest.fixture
+def tol(dtype):
+    return TOLERANCES[dtype]
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
