@@ -24,7 +24,7 @@ def proxies_of(loss: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """
     for attr, as_rows in _LAYOUTS:
         weight = getattr(loss, attr, None)
-        if isinstance(weight, torch.nn.Parameter) and weight.dim() == 2:
+        if isinstance(weight, torch.Tensor) and weight.dim() == 2:
             proxies = weight if as_rows else weight.t()
             per_class = getattr(loss, "sub_centers", None) or getattr(
                 loss, "centers_per_class", None

@@ -1,0 +1,237 @@
+"""Configuration of the benchmark harness: YAML (``yaml.safe_load``) merged over defaults, then CLI.
+
+Schema (every key optional; a missing key takes the value of ``DEFAULTS`` below; a preset such as
+``configs/cub.yaml`` may give only the keys it changes and inherits the method grid of
+``configs/default.yaml`` when it has no ``methods`` key)::
+
+    name: digits-default          # free text, copied into results.json
+    seeds: [0, 1, 2]              # one training per (protocol, method, seed)
+    device: auto                  # auto | cpu | cuda | cuda:N
+    dataset:
+      name: digits                # digits | cub | cars196 | sop
+      root: null                  # local data root for cub/cars196/sop (CLI --data-root)
+      image_size: 224             # cub/cars196/sop: side of the square crop fed to the backbone
+      protocols:                  # digits only; each entry is one evaluation protocol
+        zero_shot:                #   train on some digits, test retrieval on unseen digits
+          type: zero_shot
+          train_classes: [0, 1, 2, 3, 4]
+          test_classes: [5, 6, 7, 8, 9]
+        superclass:               #   train on coarse labels, test fine digits on held-out images
+          type: superclass
+          groups: [[0, 6, 8, 9], [1, 4, 7], [2, 3, 5]]   # coarse class = index of the group
+          test_fraction: 0.5      #   held-out fraction of the images (stratified by digit)
+      # cub/cars196/sop: one protocol "zero_shot" = PML's split="train" vs split="test"
+    model:
+      name: digits_mlp            # digits_mlp | resnet50 | bninception_like | tiny
+      embedding_size: 64          # 512 in the image presets
+      hidden: 256                 # digits_mlp only
+      weights: null               # image backbones: path to local weights, never downloaded
+    training:
+      epochs: 10
+      batch_size: 64
+      m_per_class: 8              # samplers.MPerClassSampler(m=...)
+      lr_trunk: 1.0e-3            # Adam learning rates (trunk / embedder / loss parameters)
+      lr_embedder: 1.0e-3
+      lr_loss: 1.0e-2             # proxies etc.; used only when the loss has parameters
+      weight_decay: 0.0
+      amp: false                  # torch.autocast on CUDA
+      num_workers: 0
+    evaluation:
+      batch_size: 256
+      metrics: [precision_at_1, r_precision, mean_average_precision_at_r, NMI]
+    methods:                      # the grid; each entry is one row of the table
+      - name: contrastive         # row name (CLI --methods selects by name)
+        loss:                     # a class spec: {class: Name, args: {...}}
+          class: ContrastiveLoss
+          args:
+            pos_margin: 0.0
+            neg_margin: 0.5
+            embedding_regularizer: {class: CodingRateRegularizer, args: {eps_sq: 0.5}}
+            embedding_reg_weight: 0.1
+        miner: null               # optional class spec
+      - name: no_learning         # special: raw inputs, L2-normalised, no training
+        no_learning: true
+
+Class specs: ``class`` is a bare name, looked up in this order in ``pml_anticollapse.<kind>``,
+then ``pytorch_metric_learning.<kind>`` for kind in losses, miners, regularizers, reducers,
+distances; or a full dotted path (``pml_anticollapse.miners.EasyPositiveMiner``). Any dict with a
+``class`` key inside ``args`` is built first (nested regularizers, distances, reducers, the wrapped
+loss of ``AntiCollapseLoss``). ``num_classes`` and ``embedding_size`` are filled in for classes
+whose constructor takes them when the spec does not give them (proxy losses, ``MCR2Loss``).
+A class that cannot be imported makes its method skipped with a message, not the run fail.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from typing import Any
+
+import yaml
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+DEFAULT_CONFIG = os.path.join(CONFIG_DIR, "default.yaml")
+DATASETS = ("digits", "cub", "cars196", "sop")
+
+DEFAULTS: dict[str, Any] = {
+    "name": "digits-default",
+    "seeds": [0, 1, 2],
+    "device": "auto",
+    "threads": None,
+    "dataset": {
+        "name": "digits",
+        "root": None,
+        "image_size": 224,
+        "split_seed": 0,
+        "protocols": {
+            "zero_shot": {
+                "type": "zero_shot",
+                "train_classes": [0, 1, 2, 3, 4],
+                "test_classes": [5, 6, 7, 8, 9],
+            },
+        },
+    },
+    "model": {"name": "digits_mlp", "embedding_size": 64, "hidden": 256, "weights": None},
+    "training": {
+        "epochs": 10,
+        "batch_size": 64,
+        "m_per_class": 8,
+        "iterations_per_epoch": None,
+        "lr_trunk": 1e-3,
+        "lr_embedder": 1e-3,
+        "lr_loss": 1e-2,
+        "weight_decay": 0.0,
+        "amp": False,
+        "num_workers": 0,
+        "log_freq": 5,
+        "tensorboard": False,
+    },
+    "evaluation": {
+        "batch_size": 256,
+        "metrics": [
+            "precision_at_1",
+            "r_precision",
+            "mean_average_precision_at_r",
+            "NMI",
+        ],
+    },
+    "methods": [],
+}
+
+# Keys that only select what to run; a run folder may be resumed with other values of these.
+SELECTION_KEYS = ("seeds", "methods_selected", "device", "threads", "output")
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """``base`` updated recursively by ``override`` (dicts merge, everything else replaces)."""
+    out = copy.deepcopy(base)
+    for k, v in override.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def read_yaml(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise ValueError(f"config must be an existing YAML file, got {path!r}")
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config {path!r} must hold a mapping at the top, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | None = None) -> dict:
+    """Read a YAML config and merge it over ``DEFAULTS``.
+
+    A preset without ``methods`` takes the method grid of ``configs/default.yaml``; a preset
+    without ``dataset.protocols`` for digits takes the default protocols.
+    """
+    path = DEFAULT_CONFIG if path is None else path
+    user = read_yaml(path)
+    if "dataset" in user and "protocols" in (user.get("dataset") or {}):
+        base = copy.deepcopy(DEFAULTS)
+        base["dataset"].pop("protocols")
+    else:
+        base = DEFAULTS
+    cfg = deep_merge(base, user)
+    if not cfg.get("methods") and os.path.abspath(path) != os.path.abspath(DEFAULT_CONFIG):
+        cfg["methods"] = read_yaml(DEFAULT_CONFIG).get("methods", [])
+    validate_config(cfg)
+    return cfg
+
+
+def validate_config(cfg: dict) -> None:
+    """Raise ``ValueError`` naming the key when the config cannot run."""
+    if cfg["dataset"]["name"] not in DATASETS:
+        raise ValueError(f"dataset.name must be one of {DATASETS}, got {cfg['dataset']['name']!r}")
+    seeds = cfg["seeds"]
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise ValueError(f"seeds must be a non-empty list of integers, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must not repeat, got {seeds!r}")
+    t = cfg["training"]
+    for key in ("epochs", "batch_size", "m_per_class"):
+        if not isinstance(t[key], int) or t[key] < (0 if key == "epochs" else 1):
+            raise ValueError(f"training.{key} must be a positive integer, got {t[key]!r}")
+    if t["batch_size"] % t["m_per_class"]:
+        raise ValueError(
+            f"training.batch_size must be a multiple of training.m_per_class, "
+            f"got {t['batch_size']} and {t['m_per_class']}"
+        )
+    methods = cfg["methods"]
+    if not isinstance(methods, list) or not methods:
+        raise ValueError("methods must be a non-empty list of method entries")
+    names = []
+    for m in methods:
+        if not isinstance(m, dict) or "name" not in m:
+            raise ValueError(f"each entry of methods must be a mapping with a 'name', got {m!r}")
+        if not m.get("no_learning") and "loss" not in m:
+            raise ValueError(f"method {m['name']!r} must give a 'loss' (or no_learning: true)")
+        names.append(m["name"])
+    if len(set(names)) != len(names):
+        raise ValueError(f"method names must be unique, got {names}")
+    if cfg["dataset"]["name"] == "digits":
+        protocols = cfg["dataset"].get("protocols") or {}
+        if not protocols:
+            raise ValueError("dataset.protocols must name at least one protocol for digits")
+        for pname, p in protocols.items():
+            if p.get("type") not in ("zero_shot", "superclass"):
+                raise ValueError(
+                    f"dataset.protocols.{pname}.type must be 'zero_shot' or 'superclass', "
+                    f"got {p.get('type')!r}"
+                )
+
+
+def set_dotted(cfg: dict, dotted: str, value: Any) -> None:
+    """``cfg["a"]["b"] = value`` for ``dotted="a.b"`` (used by ``--set a.b=value``)."""
+    keys = dotted.split(".")
+    node = cfg
+    for k in keys[:-1]:
+        if not isinstance(node.get(k), dict):
+            node[k] = {}
+        node = node[k]
+    node[keys[-1]] = value
+
+
+def method_by_name(cfg: dict, name: str) -> dict:
+    for m in cfg["methods"]:
+        if m["name"] == name:
+            return m
+    raise ValueError(f"methods: no method named {name!r}; known: {[m['name'] for m in cfg['methods']]}")
+
+
+def identity(cfg: dict) -> dict:
+    """The part of the config that fixes results: everything but the selection keys."""
+    out = {k: v for k, v in cfg.items() if k not in SELECTION_KEYS}
+    return json.loads(json.dumps(out, sort_keys=True, default=str))
+
+
+def fingerprint(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -1,0 +1,83 @@
+"""Collapse diagnostics against direct float64 formulas."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pml_anticollapse.functional import (
+    effective_rank,
+    intra_inter_distance_ratio,
+    rho_spectrum,
+    singular_value_spectrum,
+)
+from tests.reference import ref_effective_rank
+
+
+def _ref_rho(z):
+    s = torch.linalg.svdvals(z.double() / z.double().norm(dim=1, keepdim=True)).tolist()
+    total, n = sum(s), len(s)
+    return sum((1 / n) * math.log((1 / n) / (v / total)) for v in s)
+
+
+def _ref_ratio(z, labels):
+    z = (z.double() / z.double().norm(dim=1, keepdim=True)).tolist()
+    classes = sorted(set(labels.tolist()))
+    members = {c: [z[i] for i in range(len(z)) if labels[i] == c] for c in classes}
+    dist = lambda a, b: math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b)))  # noqa: E731
+    intra = []
+    for c, rows in members.items():
+        pairs = [dist(a, b) for i, a in enumerate(rows) for j, b in enumerate(rows) if i != j]
+        if pairs:
+            intra.append(sum(pairs) / len(pairs))
+    centers = [[sum(col) / len(rows) for col in zip(*rows)] for rows in members.values()]
+    inter = [dist(a, b) for i, a in enumerate(centers) for j, b in enumerate(centers) if i != j]
+    return (sum(intra) / len(intra)) / (sum(inter) / len(inter))
+
+
+class TestDiagnostics:
+    @pytest.mark.parametrize("shape", [(20, 8), (8, 20)], ids=str)
+    def test_effective_rank(self, shape, dtype):
+        z = torch.randn(shape, dtype=dtype)
+        assert effective_rank(z).item() == pytest.approx(ref_effective_rank(z), rel=1e-5)
+
+    def test_effective_rank_bounds(self):
+        assert effective_rank(torch.randn(1, 6).expand(10, 6)).item() == pytest.approx(1.0, abs=1e-5)
+        assert effective_rank(torch.eye(7)).item() == pytest.approx(7.0, rel=1e-6)
+        assert effective_rank(torch.zeros(4, 3)).item() == pytest.approx(1.0)
+
+    @pytest.mark.parametrize("shape", [(30, 6), (6, 30)], ids=str)
+    def test_rho_spectrum(self, shape, dtype):
+        z = torch.randn(shape, dtype=dtype)
+        assert rho_spectrum(z).item() == pytest.approx(_ref_rho(z), rel=1e-4)
+
+    def test_rho_is_large_for_collapse_and_finite(self):
+        collapsed = torch.randn(1, 6).expand(10, 6).contiguous()
+        value = rho_spectrum(collapsed)
+        assert torch.isfinite(value) and value.item() > 5 * rho_spectrum(torch.randn(10, 6)).item()
+
+    def test_intra_inter_ratio(self, dtype):
+        z = torch.randn(24, 5, dtype=dtype)
+        y = torch.tensor([0, 1, 2, 3] * 6)
+        y[0] = 9  # a singleton class: skipped in the intra term, used in the inter term
+        assert intra_inter_distance_ratio(z, y).item() == pytest.approx(_ref_ratio(z, y), rel=1e-5)
+
+    def test_spectrum_is_sorted_and_of_normalised_rows(self):
+        s = singular_value_spectrum(torch.randn(12, 4) * 10)
+        assert torch.all(s[:-1] >= s[1:])
+        assert (s**2).sum().item() == pytest.approx(12.0, rel=1e-5)  # Frobenius² = m unit rows
+
+    def test_gradcheck(self):
+        z = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+        y = torch.tensor([0, 0, 1, 1, 2, 2])
+        assert torch.autograd.gradcheck(effective_rank, (z,))
+        assert torch.autograd.gradcheck(rho_spectrum, (z,))
+        assert torch.autograd.gradcheck(lambda t: intra_inter_distance_ratio(t, y), (z,))
+
+    def test_bad_input(self):
+        with pytest.raises(ValueError, match=r"z must have shape \(batch_size, dim\)"):
+            effective_rank(torch.randn(2, 3, 4))
+        with pytest.raises(ValueError, match=r"labels must have shape \(4,\)"):
+            intra_inter_distance_ratio(torch.randn(4, 3), torch.arange(3))

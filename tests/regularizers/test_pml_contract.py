@@ -1,0 +1,161 @@
+"""CodingRateRegularizer on every PML loss that takes a regularizer.
+
+Identity checked for each: loss(z, y) with the regularizer equals the bare loss (same weights)
+plus weight × (−R), R from the float64 eigenvalue reference on the tensor PML hands over.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+
+import pytest
+import torch
+from pytorch_metric_learning import losses
+from pytorch_metric_learning.losses import BaseMetricLossFunction
+from pytorch_metric_learning.losses.mixins import WeightRegularizerMixin
+
+from pml_anticollapse import CodingRateRegularizer
+from tests.reference import ref_coding_rate
+
+C, D, M = 6, 16, 24
+REG_WEIGHT = 0.37
+
+# Classes that need something more than (num_classes, embedding_size); the margins of the
+# LargeMarginSoftmax family are ints, RankedListLoss has required arguments.
+EXTRA_KWARGS = {
+    "ManifoldLoss": dict(l=D, K=4),
+    "P2SGradLoss": dict(descriptors_dim=D, num_classes=C),
+    "RankedListLoss": dict(margin=0.4, Tn=10),
+}
+NOT_APPLICABLE = {
+    "GenericPairLoss": "abstract base class",
+    "VICRegLoss": "PML refuses regularizers on it ('VICRegLoss cannot use a regularizer')",
+}
+# How each proxy loss stores its class weights, written independently of the package.
+WEIGHT_ROWS = {
+    "ProxyAnchorLoss": lambda l: l.proxies,
+    "ProxyNCALoss": lambda l: l.proxies,
+    "NormalizedSoftmaxLoss": lambda l: l.W.t(),
+    "LargeMarginSoftmaxLoss": lambda l: l.W.t(),
+    "ArcFaceLoss": lambda l: l.W.t(),
+    "CosFaceLoss": lambda l: l.W.t(),
+    "SphereFaceLoss": lambda l: l.W.t(),
+    "SubCenterArcFaceLoss": lambda l: l.W.t(),
+    "SoftTripleLoss": lambda l: l.fc.t(),
+}
+
+
+def _loss_classes(predicate=lambda cls: True):
+    names = []
+    for name, cls in sorted(vars(losses).items()):
+        if inspect.isclass(cls) and issubclass(cls, BaseMetricLossFunction):
+            if cls is not BaseMetricLossFunction and predicate(cls):
+                names.append(name)
+    return names
+
+
+ALL_LOSSES = _loss_classes()
+WEIGHT_LOSSES = _loss_classes(lambda cls: issubclass(cls, WeightRegularizerMixin))
+
+
+def _make(name, **kwargs):
+    cls = getattr(losses, name)
+    params = inspect.signature(cls.__init__).parameters
+    args = dict(EXTRA_KWARGS.get(name, {}))
+    if issubclass(cls, WeightRegularizerMixin):  # CosFace & co. take them through **kwargs
+        args.update(num_classes=C, embedding_size=D)
+    return cls(**args, **kwargs)
+
+
+def _call(loss, z, y):
+    torch.manual_seed(11)  # ManifoldLoss draws random meta-classes: same draw for both calls
+    if type(loss).__name__ == "ManifoldLoss":  # takes no labels
+        return loss(z)
+    return loss(z, y)
+
+
+def _batch():
+    torch.manual_seed(3)
+    z = torch.randn(M, D, requires_grad=True)
+    y = torch.arange(M) % C
+    return z, y
+
+
+def test_the_lists_cover_pml():
+    assert len(ALL_LOSSES) >= 35 and len(WEIGHT_LOSSES) == len(WEIGHT_ROWS)
+    assert set(WEIGHT_LOSSES) == set(WEIGHT_ROWS)
+
+
+class TestEmbeddingRegularizer:
+    @pytest.mark.parametrize("name", ALL_LOSSES)
+    def test_loss_plus_weight_times_regularizer(self, name):
+        if name in NOT_APPLICABLE:
+            if name == "VICRegLoss":
+                with pytest.raises(ValueError, match="cannot use a regularizer"):
+                    _make(name, embedding_regularizer=CodingRateRegularizer())
+            return
+        z, y = _batch()
+        bare = _make(name)
+        reg = _make(name, embedding_regularizer=CodingRateRegularizer(), embedding_reg_weight=REG_WEIGHT)
+        reg.load_state_dict(copy.deepcopy(bare.state_dict()))
+        out = _call(reg, z, y)
+        expected = _call(bare, z, y).double() - REG_WEIGHT * ref_coding_rate(z)
+        assert out.dim() == 0 and torch.isfinite(out)
+        torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
+        out.backward()
+        assert z.grad is not None and torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+
+
+class TestWeightRegularizer:
+    @pytest.mark.parametrize("name", WEIGHT_LOSSES)
+    @pytest.mark.parametrize("form", ["neg", "exp"])
+    def test_loss_plus_weight_times_regularizer(self, name, form):
+        z, y = _batch()
+        bare = _make(name)
+        reg = _make(
+            name,
+            weight_regularizer=CodingRateRegularizer(form=form, gamma=0.5),
+            weight_reg_weight=REG_WEIGHT,
+        )
+        reg.load_state_dict(copy.deepcopy(bare.state_dict()))
+        rate = ref_coding_rate(WEIGHT_ROWS[name](bare))
+        penalty = -rate if form == "neg" else torch.exp(-0.5 * rate)
+        out = reg(z, y)
+        torch.testing.assert_close(
+            out.double(), bare(z, y).double() + REG_WEIGHT * penalty, rtol=1e-5, atol=1e-5
+        )
+        out.backward()
+        weight = next(p for p in reg.parameters() if p.dim() == 2)
+        assert torch.isfinite(weight.grad).all() and weight.grad.abs().sum() > 0
+        assert torch.isfinite(z.grad).all()
+
+
+class TestRegularizerModule:
+    def test_statistics_are_recorded_only_when_asked(self):
+        z = torch.randn(20, 8)
+        on = CodingRateRegularizer(collect_stats=True)
+        on(z)
+        assert on.coding_rate.item() == pytest.approx(ref_coding_rate(z).item(), rel=1e-5)
+        assert 1.0 <= on.effective_rank.item() <= 8.0
+        assert "coding_rate" in on._record_these_stats
+        off = CodingRateRegularizer(collect_stats=False)
+        off(z)
+        assert "coding_rate" not in getattr(off, "_record_these_stats", [])
+
+    def test_gradcheck(self):
+        z = torch.randn(7, 5, dtype=torch.float64, requires_grad=True)
+        for form in ("neg", "exp"):
+            reg = CodingRateRegularizer(form=form)
+            assert torch.autograd.gradcheck(reg, (z,))
+
+    @pytest.mark.parametrize("kwargs,exc,match", [
+        (dict(form="log"), ValueError, "form must be one of 'neg', 'exp', got 'log'"),
+        (dict(gamma=0), ValueError, "gamma must be a finite number > 0, got 0"),
+        (dict(eps=-0.1), ValueError, "eps must be a finite number > 0"),
+        (dict(variant="x"), ValueError, "variant must be one of"),
+        (dict(gamma="1"), TypeError, "gamma must be a positive number, got str"),
+    ])
+    def test_bad_arguments(self, kwargs, exc, match):
+        with pytest.raises(exc, match=match):
+            CodingRateRegularizer(**kwargs)
