@@ -1,1 +1,3 @@
-__all__: list[str] = []
+from .easy_positive_miner import EasyPositiveMiner
+
+__all__ = ["EasyPositiveMiner"]

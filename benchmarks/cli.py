@@ -1,0 +1,206 @@
+"""``python -m benchmarks``: the command line of the harness."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import shlex
+import shutil
+import sys
+import time
+
+import torch
+import yaml
+
+from . import _io, config as config_mod, registry, report, train
+
+EPILOG = """\
+examples:
+  python -m benchmarks                                  # digits, both protocols, 3 seeds (~3 min on 2 CPU cores)
+  python -m benchmarks --smoke                          # every method, 1 seed, 2 iterations (seconds)
+  python -m benchmarks --methods no_learning triplet triplet_ac --seeds 0 1 2 3 4
+  python -m benchmarks --dataset cub --data-root ~/data # CUB-200-2011 preset from a local copy, never downloads
+  python -m benchmarks --report-only --output DIR       # rebuild table.md, results.json, plots from a run folder
+
+A killed run restarted with the same command resumes from the last finished epoch of each cell.
+"""
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Anti-collapse benchmark on pytorch-metric-learning's trainers and testers.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", help="YAML config (default: benchmarks/configs/default.yaml, "
+                   "or configs/<dataset>.yaml with --dataset)")
+    p.add_argument("--dataset", choices=config_mod.DATASETS, help="dataset (real ones need --data-root)")
+    p.add_argument("--data-root", help="local root of the real dataset; nothing is downloaded")
+    p.add_argument("--seeds", type=int, nargs="+", help="seeds (default from config: 0 1 2)")
+    p.add_argument("--epochs", type=int, help="training epochs per cell")
+    p.add_argument("--methods", nargs="+", help="run only these methods (names from the config)")
+    p.add_argument("--protocols", nargs="+", help="run only these protocols (digits)")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: auto)")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--output", help="run folder (default: benchmark-results/<config name>[-smoke])")
+    p.add_argument("--smoke", action="store_true", help="1 seed, 1 epoch, 2 iterations: checks the whole pipeline")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set training.lr_trunk=3e-4 (value parsed as YAML)")
+    p.add_argument("--fresh", action="store_true", help="delete the run folder first instead of resuming")
+    p.add_argument("--report-only", action="store_true", help="rebuild the report of --output without training")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--list-methods", action="store_true", help="print the methods of the config and exit")
+    p.add_argument("--progress", choices=("all", "cells", "none"), default="all",
+                   help="tqdm bars: all (cells, training, evaluation), cells only, or none")
+    return p.parse_args(argv)
+
+
+def resolve_config(args) -> dict:
+    if args.config:
+        path = args.config
+    elif args.dataset and args.dataset != "digits":
+        path = os.path.join(config_mod.CONFIG_DIR, f"{args.dataset}.yaml")
+    else:
+        path = config_mod.DEFAULT_CONFIG
+    cfg = config_mod.load_config(path)
+    if args.dataset:
+        cfg["dataset"]["name"] = args.dataset
+    if args.data_root:
+        cfg["dataset"]["root"] = os.path.expanduser(args.data_root)
+    if args.seeds:
+        cfg["seeds"] = list(args.seeds)
+    if args.epochs is not None:
+        cfg["training"]["epochs"] = args.epochs
+    if args.device:
+        cfg["device"] = args.device
+    if args.threads:
+        cfg["threads"] = args.threads
+    for item in args.set:
+        if "=" not in item:
+            raise ValueError(f"--set must be KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        config_mod.set_dotted(cfg, key, yaml.safe_load(value))
+    if args.smoke:
+        cfg["name"] = cfg["name"] + "-smoke"
+        if not args.seeds:
+            cfg["seeds"] = [0]
+        if args.epochs is None:
+            cfg["training"]["epochs"] = 1
+        cfg["training"]["iterations_per_epoch"] = 2
+    config_mod.validate_config(cfg)
+    return cfg
+
+
+def pick_device(name: str) -> torch.device:
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but CUDA is not available")
+    return dev
+
+
+def _quiet_inner_bars(show: bool) -> None:
+    """PML's trainer and tester draw their own tqdm bars; make them transient (or hide them)."""
+    import functools
+    import types
+
+    import tqdm as tqdm_mod
+    from pytorch_metric_learning.testers import base_tester
+    from pytorch_metric_learning.trainers import base_trainer
+
+    shim = types.SimpleNamespace(tqdm=functools.partial(tqdm_mod.tqdm, leave=False, disable=not show))
+    base_trainer.tqdm = shim
+    base_tester.tqdm = shim
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    command = "python -m benchmarks " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    if args.report_only:
+        if not args.output:
+            raise SystemExit("--report-only needs --output RUN_DIR")
+        info = _io.read_json(os.path.join(args.output, "run.json"))
+        print(report.build_report(args.output, info, make_plots=not args.no_plots))
+        return 0
+
+    cfg = resolve_config(args)
+    if args.list_methods:
+        for m in cfg["methods"]:
+            why = None if m.get("no_learning") else registry.check_available(m)
+            print(f"{m['name']:28s} {'(skipped: ' + why + ')' if why else m.get('description', '')}")
+        return 0
+
+    run_dir = args.output or os.path.join("benchmark-results", cfg["name"])
+    if args.fresh and os.path.isdir(run_dir):
+        shutil.rmtree(run_dir)
+    os.makedirs(run_dir, exist_ok=True)
+    ident_path = os.path.join(run_dir, "config_identity.json")
+    ident = config_mod.identity(cfg)
+    if os.path.exists(ident_path):
+        if _io.read_json(ident_path) != ident:
+            raise SystemExit(
+                f"{run_dir} holds a run with another configuration; resume it with the same "
+                "command, or pass --fresh (deletes it) or another --output"
+            )
+    else:
+        _io.atomic_write_json(ident_path, ident)
+
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg["threads"]))
+    device = pick_device(cfg.get("device"))
+    _quiet_inner_bars(args.progress == "all")
+
+    from .data import build_protocols
+
+    protocols = build_protocols(cfg)
+    if args.protocols:
+        unknown = set(args.protocols) - set(protocols)
+        if unknown:
+            raise ValueError(f"--protocols: unknown {sorted(unknown)}; known: {sorted(protocols)}")
+        protocols = {k: v for k, v in protocols.items() if k in args.protocols}
+    methods = cfg["methods"]
+    if args.methods:
+        methods = [config_mod.method_by_name(cfg, n) for n in args.methods]
+    skipped = {}
+    runnable = []
+    for m in methods:
+        why = None if m.get("no_learning") else registry.check_available(m)
+        if why:
+            skipped[m["name"]] = why
+            print(f"[benchmarks] skipping method {m['name']!r}: {why}", file=sys.stderr)
+        else:
+            runnable.append(m)
+    plan = [(p, m["name"], s) for p in protocols for m in runnable for s in cfg["seeds"]]
+    info = {
+        "config": cfg,
+        "plan": plan,
+        "skipped": skipped,
+        "protocols": {k: v.description for k, v in protocols.items()},
+        "command": command,
+        "commit": report.git_commit(),
+        "device": str(device),
+        "seeds": cfg["seeds"],
+        "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "environment": report.environment(str(device)),
+    }
+    _io.atomic_write_json(os.path.join(run_dir, "run.json"), info)
+
+    import tqdm
+
+    t0 = time.perf_counter()
+    by_name = {m["name"]: m for m in runnable}
+    bar = tqdm.tqdm(plan, desc="cells", disable=args.progress == "none", dynamic_ncols=True)
+    for protocol, name, seed in bar:
+        bar.set_postfix_str(f"{protocol}/{name}/seed{seed}")
+        res = train.run_cell(cfg, run_dir, protocols[protocol], by_name[name], seed, device)
+        bar.set_postfix_str(f"{protocol}/{name}/seed{seed} MAP@R={res['metrics']['mean_average_precision_at_r']:.3f}")
+    info["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    _io.atomic_write_json(os.path.join(run_dir, "run.json"), info)
+    text = report.build_report(run_dir, info, make_plots=not args.no_plots)
+    print(text)
+    print(f"[benchmarks] {len(plan)} cells in {info['wall_seconds']} s; report in {run_dir}/ "
+          "(table.md, results.json, spectrum_*.png, metrics_*.png, records/)")
+    return 0

@@ -1,0 +1,232 @@
+"""The report of a run, rebuilt from the run folder alone: Markdown table, results.json, PNG plots.
+
+``python -m benchmarks --report-only --output RUN_DIR`` rebuilds it without training.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import subprocess
+import sys
+
+import numpy as np
+
+from . import _io
+from .evaluate import METRIC_LABELS
+
+TABLE_METRICS = ("precision_at_1", "r_precision", "mean_average_precision_at_r", "NMI", "effective_rank")
+
+
+def load_cells(run_dir: str, plan: list[tuple[str, str, int]]) -> list[dict]:
+    """The finished cells of ``plan`` (protocol, method, seed), in plan order."""
+    out = []
+    for protocol, method, seed in plan:
+        p = os.path.join(run_dir, "cells", protocol, method, f"seed{seed}.json")
+        if os.path.exists(p):
+            out.append(_io.read_json(p))
+    return out
+
+
+def aggregate(cells: list[dict]) -> dict:
+    """{protocol: {method: {metric: (mean, std, n)}}}; std is the sample std (ddof=1; 0 for n=1)."""
+    grouped: dict = {}
+    for c in cells:
+        grouped.setdefault(c["protocol"], {}).setdefault(c["method"], []).append(c)
+    agg: dict = {}
+    for protocol, methods in grouped.items():
+        agg[protocol] = {}
+        for method, cs in methods.items():
+            row = {}
+            for m in TABLE_METRICS:
+                vals = np.array([c["metrics"][m] for c in cs if m in c["metrics"]], dtype=np.float64)
+                if len(vals):
+                    std = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+                    row[m] = {"mean": float(vals.mean()), "std": std, "n": int(len(vals))}
+            row["seeds"] = sorted(c["seed"] for c in cs)
+            agg[protocol][method] = row
+    return agg
+
+
+def _fmt(v: dict | None, metric: str) -> str:
+    if v is None:
+        return "—"
+    if metric == "effective_rank":
+        return f"{v['mean']:.1f} ± {v['std']:.1f}"
+    return f"{v['mean']:.3f} ± {v['std']:.3f}"
+
+
+def markdown_table(agg: dict, protocols_desc: dict, skipped: dict, method_order: list[str]) -> str:
+    lines = []
+    for protocol, rows in agg.items():
+        lines.append(f"### {protocol}")
+        if protocol in protocols_desc:
+            lines.append("")
+            lines.append(protocols_desc[protocol])
+        lines.append("")
+        header = ["method", *[METRIC_LABELS[m] for m in TABLE_METRICS], "seeds"]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
+        floor = rows.get("no_learning", {}).get("mean_average_precision_at_r")
+        for method in [m for m in method_order if m in rows]:
+            row = rows[method]
+            name = method
+            if floor is not None and method != "no_learning" and "mean_average_precision_at_r" in row:
+                if row["mean_average_precision_at_r"]["mean"] > floor["mean"]:
+                    name += " ▲"
+            cells = [_fmt(row.get(m), m) for m in TABLE_METRICS]
+            lines.append("| " + " | ".join([name, *cells, str(len(row["seeds"]))]) + " |")
+        lines.append("")
+    if any(r.get("no_learning") for r in agg.values()):
+        lines.append("▲ = mean MAP@R above the `no_learning` row (raw inputs, L2-normalised) of the same protocol.")
+        lines.append("")
+    if skipped:
+        lines.append("Skipped methods:")
+        for name, why in skipped.items():
+            lines.append(f"- `{name}`: {why}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def git_commit() -> str | None:
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
+        )
+        if out.returncode != 0:
+            return None
+        commit = out.stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+            capture_output=True, text=True, timeout=10,
+        ).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(device: str) -> dict:
+    import torch
+    import pytorch_metric_learning
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__,
+                "pytorch_metric_learning": pytorch_metric_learning.__version__}
+    for mod in ("pml_anticollapse", "faiss", "sklearn", "record_keeper", "numpy"):
+        try:
+            versions[mod] = getattr(__import__(mod), "__version__", "unknown")
+        except ImportError:
+            versions[mod] = None
+    info = {
+        "device": device,
+        "cpu": platform.processor() or platform.machine(),
+        "platform": platform.platform(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return {"versions": versions, "hardware": info}
+
+
+def plot(agg: dict, cells: list[dict], method_order: list[str], out_dir: str) -> list[str]:
+    """Spectrum per method (mean over seeds) and metrics with error bars, one PNG each per protocol."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for protocol, rows in agg.items():
+        methods = [m for m in method_order if m in rows]
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for method in methods:
+            specs = [np.asarray(c["spectrum"]) for c in cells if c["protocol"] == protocol and c["method"] == method]
+            n = min(len(s) for s in specs)
+            s = np.mean([x[:n] for x in specs], axis=0)
+            ax.semilogy(np.arange(1, n + 1), s / s.sum(), label=method, lw=2 if method == "no_learning" else 1,
+                        ls="--" if method == "no_learning" else "-")
+        ax.set_xlabel("index")
+        ax.set_ylabel("normalised singular value")
+        ax.set_title(f"{protocol}: singular-value spectrum of test embeddings")
+        ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        p = os.path.join(out_dir, f"spectrum_{protocol}.png")
+        _save_fig(fig, p)
+        plt.close(fig)
+        written.append(p)
+
+        metrics = [m for m in TABLE_METRICS if m != "effective_rank"]
+        fig, ax = plt.subplots(figsize=(max(7, 0.7 * len(methods) + 2), 4.5))
+        width = 0.8 / len(metrics)
+        x = np.arange(len(methods))
+        for i, m in enumerate(metrics):
+            means = [rows[k].get(m, {}).get("mean", np.nan) for k in methods]
+            stds = [rows[k].get(m, {}).get("std", 0.0) for k in methods]
+            ax.bar(x + (i - (len(metrics) - 1) / 2) * width, means, width, yerr=stds, capsize=2,
+                   label=METRIC_LABELS[m])
+        ax.set_xticks(x)
+        ax.set_xticklabels(methods, rotation=45, ha="right", fontsize=8)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(f"{protocol}: metrics (mean ± std over seeds)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        p = os.path.join(out_dir, f"metrics_{protocol}.png")
+        _save_fig(fig, p)
+        plt.close(fig)
+        written.append(p)
+    return written
+
+
+def _save_fig(fig, path: str) -> None:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
+    _io.atomic_write_bytes(path, buf.getvalue())
+
+
+def build_report(run_dir: str, run_info: dict, make_plots: bool = True) -> str:
+    """Write table.md, results.json and the plots of ``run_dir``; return the Markdown table."""
+    plan = [tuple(x) for x in run_info["plan"]]
+    cells = load_cells(run_dir, plan)
+    method_order = []
+    for _, m, _ in plan:
+        if m not in method_order:
+            method_order.append(m)
+    agg = aggregate(cells)
+    table = markdown_table(agg, run_info.get("protocols", {}), run_info.get("skipped", {}), method_order)
+    missing = [list(p) for p in plan if not os.path.exists(os.path.join(run_dir, "cells", p[0], p[1], f"seed{p[2]}.json"))]
+    header = (
+        f"# Benchmark: {run_info['config'].get('name')}\n\n"
+        f"command: `{run_info.get('command', '')}`  \n"
+        f"commit: {run_info.get('commit')}; device: {run_info.get('device')}; "
+        f"seeds: {run_info.get('seeds')}; epochs: {run_info['config']['training']['epochs']}\n"
+    )
+    if missing:
+        header += f"\n**incomplete run: {len(missing)} of {len(plan)} cells missing**\n"
+    text = header + "\n" + table
+    _io.atomic_write_text(os.path.join(run_dir, "table.md"), text)
+    results = {
+        "metadata": {
+            "commit": run_info.get("commit"),
+            "command": run_info.get("command"),
+            "started_utc": run_info.get("started_utc"),
+            "report_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "device": run_info.get("device"),
+            "seeds": run_info.get("seeds"),
+            "wall_seconds": run_info.get("wall_seconds"),
+            **run_info.get("environment", {}),
+            "config": run_info["config"],
+            "skipped": run_info.get("skipped", {}),
+            "missing_cells": missing,
+            "argv": sys.argv,
+        },
+        "summary": agg,
+        "results": cells,
+    }
+    _io.atomic_write_json(os.path.join(run_dir, "results.json"), results)
+    if make_plots and cells:
+        plot(agg, cells, method_order, run_dir)
+    return text

@@ -1,0 +1,224 @@
+"""``EasyPositiveMiner``: Easy Positive Sampling (Levi et al., ICCV 2021) as a PML miner."""
+
+from __future__ import annotations
+
+import torch
+from pytorch_metric_learning.distances import LpDistance
+from pytorch_metric_learning.miners import BaseMiner
+
+from ..functional._checks import check_choice, check_embeddings, check_labels, check_nonnegative, check_positive
+
+NEG_STRATEGIES = ("semihard", "hard", "distance_weighted", "all")
+SEMIHARD_FALLBACKS = ("hard", "skip")
+
+
+def distance_weighted_log_weights(
+    d: torch.Tensor, dim: int, cutoff: float, nonzero_loss_cutoff: float
+) -> torch.Tensor:
+    """log of Wu et al.'s negative weights 1/q(d), −inf where d ≥ nonzero_loss_cutoff.
+
+    q(d) ∝ d^(n−2)·(1 − d²/4)^((n−3)/2) is the density of the distance between two uniform
+    points of the unit sphere in R^n; d is first clipped below at ``cutoff`` (which caps the
+    weights, the paper's λ), so log(1/q) = (2 − n)·log d − ((n − 3)/2)·log(1 − d²/4). Computed
+    in float64.
+    """
+    d64 = d.to(torch.float64)
+    dc = d64.clamp(min=cutoff)
+    inner = (1.0 - 0.25 * dc * dc).clamp_min(1e-12)
+    logw = (2.0 - dim) * torch.log(dc) - ((dim - 3.0) / 2.0) * torch.log(inner)
+    return logw.masked_fill(d64 >= nonzero_loss_cutoff, float("-inf"))
+
+
+class EasyPositiveMiner(BaseMiner):
+    """Mines triplets (anchor, easiest positive, negative) for margin-based losses.
+
+    Each anchor's positive is its nearest same-class sample (Easy Positive Sampling), so a class
+    may keep several modes instead of collapsing onto one point. Same-class samples at
+    distance ≤ ``min_pos_distance`` from the anchor — exact or near duplicates, and the anchor's
+    own copy when ``ref_emb`` is a memory that holds the batch (``CrossBatchMemory``) — are not
+    eligible; the anchor itself is excluded when the reference set is the batch.
+
+    Negatives by ``neg_strategy``:
+
+    - ``"hard"``: the nearest other-class sample.
+    - ``"semihard"``: the nearest other-class sample farther than the chosen positive
+      (d_an > d_ap; FaceNet's semi-hard rule as the TF/PML miners implement it). When no
+      negative is farther, ``semihard_fallback="hard"`` takes the hardest negative (counted in
+      ``num_negative_fallbacks``); ``"skip"`` drops the anchor (counted in ``num_skipped_anchors``).
+    - ``"distance_weighted"``: one negative drawn with probability ∝ 1/q(max(d, cutoff)) among
+      those with d < ``nonzero_loss_cutoff`` (Wu et al. 2017, :func:`distance_weighted_log_weights`);
+      uniform over all negatives when none is that close (a fallback). Needs
+      ``LpDistance(p=2, power=1, normalize_embeddings=True)``; draws use ``generator`` (or the
+      global RNG), so a fixed seed reproduces them.
+    - ``"all"``: every negative, i.e. one triplet per (anchor, negative).
+
+    Anchors with no eligible positive or no negative are skipped and counted. The output
+    (anchors, positives, negatives) indexes ``embeddings`` and ``ref_emb`` (default the batch), as
+    PML's ``TripletMarginLoss``, ``MarginLoss`` and ``CrossBatchMemory`` expect.
+
+    Args:
+        neg_strategy: ``"semihard"``, ``"hard"``, ``"distance_weighted"`` or ``"all"``.
+        min_pos_distance: ≥ 0, in the distance's units; the default 0.01 (cosine similarity
+            0.99995 on the unit sphere) sits above the ~1e-3 error of float32 ``torch.cdist``
+            between identical rows. For a similarity (``distance.is_inverted``, rows assumed
+            L2-normalised) the guard applies to the chordal distance √(2 − 2s).
+        semihard_fallback: ``"hard"`` or ``"skip"``.
+        cutoff, nonzero_loss_cutoff: distance-weighted sampling's clip and range,
+            0 < cutoff < nonzero_loss_cutoff (defaults 0.5 and 1.4 as in Wu et al.).
+        generator: a ``torch.Generator`` for the distance-weighted draws, or None.
+        **kwargs: passed to ``BaseMiner`` (``distance``, ``collect_stats`` …).
+
+    Statistics (always set, as tensors): ``num_skipped_anchors``,
+    ``num_anchors_without_positive``, ``num_anchors_without_negative``,
+    ``num_duplicate_positives`` (anchors whose nearest same-class sample was a duplicate),
+    ``num_negative_fallbacks``; PML's ``num_triplets``.
+
+    Raises:
+        ValueError / TypeError: bad arguments or input, naming the argument.
+
+    Reference: Levi, Xiao, Wang, Darrell, "Rethinking preventing class-collapsing in metric
+    learning with margin-based losses", ICCV 2021, arXiv 2006.05162; Wu, Manmatha, Smola,
+    Krähenbühl, "Sampling Matters in Deep Embedding Learning", ICCV 2017, arXiv 1706.07567.
+    """
+
+    def __init__(
+        self,
+        neg_strategy: str = "semihard",
+        min_pos_distance: float = 1e-2,
+        semihard_fallback: str = "hard",
+        cutoff: float = 0.5,
+        nonzero_loss_cutoff: float = 1.4,
+        generator: torch.Generator | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.neg_strategy = check_choice(neg_strategy, "neg_strategy", NEG_STRATEGIES)
+        self.min_pos_distance = check_nonnegative(min_pos_distance, "min_pos_distance")
+        self.semihard_fallback = check_choice(
+            semihard_fallback, "semihard_fallback", SEMIHARD_FALLBACKS
+        )
+        self.cutoff = check_positive(cutoff, "cutoff")
+        self.nonzero_loss_cutoff = check_positive(nonzero_loss_cutoff, "nonzero_loss_cutoff")
+        if self.nonzero_loss_cutoff <= self.cutoff:
+            raise ValueError(
+                f"nonzero_loss_cutoff must be greater than cutoff ({self.cutoff}), "
+                f"got {self.nonzero_loss_cutoff}"
+            )
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        self.generator = generator
+        if self.neg_strategy == "distance_weighted":
+            dist = self.distance
+            if not (
+                isinstance(dist, LpDistance)
+                and dist.p == 2
+                and dist.power == 1
+                and dist.normalize_embeddings
+            ):
+                raise ValueError(
+                    "neg_strategy='distance_weighted' needs distance=LpDistance(p=2, power=1, "
+                    f"normalize_embeddings=True), got {type(dist).__name__}"
+                )
+        self.add_to_recordable_attributes(
+            list_of_names=[
+                "num_skipped_anchors",
+                "num_anchors_without_positive",
+                "num_anchors_without_negative",
+                "num_duplicate_positives",
+                "num_negative_fallbacks",
+            ],
+            is_stat=True,
+        )
+
+    def forward(self, embeddings, labels, ref_emb=None, ref_labels=None):
+        check_embeddings(embeddings, allow_empty=True)
+        check_labels(labels, embeddings.shape[0])
+        if (ref_emb is None) != (ref_labels is None):
+            raise ValueError(
+                "ref_emb and ref_labels must be given together, got "
+                f"ref_emb={'None' if ref_emb is None else 'a tensor'}, "
+                f"ref_labels={'None' if ref_labels is None else 'a tensor'}"
+            )
+        if ref_emb is not None:
+            check_embeddings(ref_emb, "ref_emb", allow_empty=True)
+            check_labels(ref_labels, ref_emb.shape[0], name="ref_labels")
+            if ref_emb.shape[1] != embeddings.shape[1]:
+                raise ValueError(
+                    f"ref_emb must have dim {embeddings.shape[1]} like the embeddings, "
+                    f"got {ref_emb.shape[1]}"
+                )
+        return super().forward(embeddings, labels, ref_emb, ref_labels)
+
+    def mine(self, embeddings, labels, ref_emb, ref_labels):
+        dev = embeddings.device
+        n, r = embeddings.shape[0], ref_emb.shape[0]
+        if n == 0 or r == 0:
+            empty = torch.zeros(0, dtype=torch.long, device=dev)
+            self._set_counts(*(torch.zeros(n, dtype=torch.bool, device=dev),) * 5)
+            return empty, empty, empty
+        mat = self.distance(embeddings, ref_emb)
+        ref_labels = ref_labels.to(dev)
+        if self.distance.is_inverted:
+            far = -mat  # larger = farther, whatever the distance
+            gap = torch.sqrt((2.0 - 2.0 * mat.float()).clamp_min(0.0))
+        else:
+            far, gap = mat, mat
+        same = labels.unsqueeze(1) == ref_labels.unsqueeze(0)
+        if ref_emb is embeddings:
+            same = same & ~torch.eye(n, dtype=torch.bool, device=dev)
+        other = ~(labels.unsqueeze(1) == ref_labels.unsqueeze(0))
+        eligible = same & (gap > self.min_pos_distance)
+        big = torch.finfo(far.dtype).max
+
+        has_pos = eligible.any(1)
+        pos_far, pos_idx = far.masked_fill(~eligible, big).min(1)
+        nearest_same = far.masked_fill(~same, big).argmin(1)
+        duplicate = same.any(1) & ~eligible.gather(1, nearest_same.unsqueeze(1)).squeeze(1)
+        has_neg = other.any(1)
+        fallback = torch.zeros_like(has_pos)
+        keep = has_pos & has_neg
+
+        hard_idx = far.masked_fill(~other, big).argmin(1)
+        if self.neg_strategy == "hard":
+            neg_idx = hard_idx
+        elif self.neg_strategy == "semihard":
+            semi = other & (far > pos_far.unsqueeze(1))
+            has_semi = semi.any(1)
+            neg_idx = torch.where(has_semi, far.masked_fill(~semi, big).argmin(1), hard_idx)
+            if self.semihard_fallback == "hard":
+                fallback = keep & ~has_semi
+            else:
+                keep = keep & has_semi
+        elif self.neg_strategy == "distance_weighted":
+            logw = distance_weighted_log_weights(
+                mat, embeddings.shape[1], self.cutoff, self.nonzero_loss_cutoff
+            ).masked_fill(~other, float("-inf"))
+            has_close = torch.isfinite(logw).any(1)
+            fallback = keep & ~has_close
+            # uniform over the negatives when none is close; over everything for rows that are
+            # skipped anyway (multinomial needs a positive row sum)
+            uniform = torch.where(other, 0.0, float("-inf")).to(logw)
+            logw = torch.where(has_close.unsqueeze(1), logw, uniform)
+            logw = torch.where(has_neg.unsqueeze(1), logw, torch.zeros_like(logw))
+            neg_idx = self._sample(torch.softmax(logw, dim=1))
+        else:  # "all"
+            self._set_counts(has_pos, has_neg, keep, duplicate, fallback)
+            a, neg = torch.where(other & keep.unsqueeze(1))
+            return a, pos_idx[a], neg
+
+        self._set_counts(has_pos, has_neg, keep, duplicate, fallback)
+        a = torch.where(keep)[0]
+        return a, pos_idx[a], neg_idx[a]
+
+    def _sample(self, probs: torch.Tensor) -> torch.Tensor:
+        g = self.generator
+        if g is not None and g.device != probs.device:
+            return torch.multinomial(probs.to(g.device), 1, generator=g).squeeze(1).to(probs.device)
+        return torch.multinomial(probs, 1, generator=g).squeeze(1)
+
+    def _set_counts(self, has_pos, has_neg, keep, duplicate, fallback):
+        self.num_anchors_without_positive = (~has_pos).sum()
+        self.num_anchors_without_negative = (~has_neg).sum()
+        self.num_skipped_anchors = (~keep).sum()
+        self.num_duplicate_positives = duplicate.sum()
+        self.num_negative_fallbacks = fallback.sum()
