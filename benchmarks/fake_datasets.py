@@ -77,7 +77,8 @@ def make_fake_tree(
         seed: seed of the pixel noise.
 
     Raises:
-        ValueError: unknown ``name``; ``num_classes``, ``images_per_class`` or ``size`` out of range.
+        ValueError: unknown ``name``, or ``num_classes``, ``images_per_class``, ``size`` out of
+            range.
     """
     if name not in FAKE_DATASETS:
         raise ValueError(f"name must be one of {', '.join(FAKE_DATASETS)}, got {name!r}")

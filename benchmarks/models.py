@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 
@@ -209,7 +210,9 @@ def _load_state_dict(weights: str) -> dict:
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise ValueError(f"weights file {weights!r} holds no state dict, got {type(state).__name__}")
+        raise ValueError(
+            f"weights file {weights!r} holds no state dict, got {type(state).__name__}"
+        )
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
 
 
@@ -257,6 +260,9 @@ def build_backbone(
             practice for an ImageNet backbone). None (default): frozen iff ``weights`` is given,
             since freezing randomly initialised BN statistics makes no sense.
 
+    Warns:
+        UserWarning: ``"resnet50"`` or ``"bninception_like"`` with ``weights=None``.
+
     Returns:
         ``(trunk, embedder)``: trunk maps (B, 3, H, W) → (B, trunk.output_dim) with avg+max
         pooling; embedder is ``Linear(trunk.output_dim, embedding_size)``. Nothing is
@@ -269,7 +275,9 @@ def build_backbone(
     """
     if name not in BACKBONES:
         raise ValueError(f"name must be one of {', '.join(BACKBONES)}, got {name!r}")
-    if isinstance(embedding_size, bool) or not isinstance(embedding_size, int) or embedding_size <= 0:
+    if isinstance(embedding_size, bool) or not isinstance(embedding_size, int) or (
+        embedding_size <= 0
+    ):
         raise ValueError(f"embedding_size must be a positive int, got {embedding_size!r}")
     if name == "resnet50":
         trunk = _resnet50(weights)
@@ -278,5 +286,11 @@ def build_backbone(
         if weights is not None:
             trunk.load_state_dict(_load_state_dict(weights))
     trunk.freeze_bn(weights is not None if frozen_bn is None else frozen_bn)
+    if weights is None and name != "tiny":
+        warnings.warn(
+            f"backbone {name!r} starts from random weights (weights=None): the published "
+            f"deep-metric-learning figures assume ImageNet weights given as a local file",
+            stacklevel=2,
+        )
     embedder = torch.nn.Linear(trunk.output_dim, embedding_size)
     return trunk, embedder

@@ -227,7 +227,7 @@ def make_transform(image_size: int, train: bool) -> Compose:
 # -------------------------------------------------------------------------------------- dataset
 
 
-def _missing_root_error(name: str, root: str, what: str) -> FileNotFoundError:
+def _missing_root_error(name: str, what: str) -> FileNotFoundError:
     layout = LAYOUTS[name][2]
     return FileNotFoundError(
         f"dataset {name!r}: {what}. Pass --data-root (root=) pointing to a folder laid out as\n"
@@ -306,16 +306,16 @@ def build_real_dataset(
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     transform = make_transform(image_size, train)
     if root is None:
-        raise _missing_root_error(name, root, "no data root given")
+        raise _missing_root_error(name, "no data root given")
     root = os.fspath(root)
     class_name, required, _ = LAYOUTS[name]
     if not download:
         if not os.path.isdir(root):
-            raise _missing_root_error(name, root, f"data root {root!r} does not exist")
+            raise _missing_root_error(name, f"data root {root!r} does not exist")
         missing = [f for f in required if not os.path.isfile(os.path.join(root, f))]
         if missing:
             raise _missing_root_error(
-                name, root, f"data root {root!r} lacks {', '.join(missing)}"
+                name, f"data root {root!r} lacks {', '.join(missing)}"
             )
 
     from pytorch_metric_learning import datasets as pml_datasets
@@ -333,7 +333,6 @@ def build_real_dataset(
             shown = "\n  ".join(absent[:3])
             raise _missing_root_error(
                 name,
-                root,
                 f"{len(absent)} of {len(base.paths)} image files listed in the metadata are "
                 f"missing under {root!r}, e.g.\n  {shown}\n",
             )

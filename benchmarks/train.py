@@ -5,8 +5,8 @@ sqlite), test with ``GlobalEmbeddingSpaceTester``. Resumable at every epoch boun
 Resumption. After every epoch the cell's checkpoint (``work/<protocol>/<method>/seed<k>/ckpt.pt``,
 written atomically) holds the model, loss, miner and optimizer states, every random generator
 (torch, numpy — PML's sampler draws from ``np.random`` — and python), the sampler's class order
-(``MPerClassSampler`` shuffles its label list in place) and a copy of the record files as they
-were at that moment. A restarted cell rolls its records back to that copy and goes on from the
+(``MPerClassSampler`` shuffles its label list in place) and the records gathered so far. A
+restarted cell takes its records back from the checkpoint and goes on from the
 next epoch, so the records and the result equal those of an uninterrupted run. A finished cell
 is committed by writing ``cells/<protocol>/<method>/seed<k>.json`` atomically, after its records
 were moved to ``records/<protocol>/<method>/seed<k>/``; its working folder is then deleted.
@@ -29,7 +29,10 @@ from pytorch_metric_learning.utils import logging_presets
 from . import _io, evaluate, registry
 from .data import ProtocolData
 
-logging.getLogger("PML").setLevel(logging.WARNING)
+# tests only: seconds to sleep between an epoch's end and its checkpoint (a window to SIGKILL)
+_TEST_SLEEP = float(os.environ.get("BENCHMARKS_TEST_SLEEP_BEFORE_CHECKPOINT", "0") or 0)
+
+logging.getLogger("PML").setLevel(logging.ERROR)  # e.g. "optimizers is missing embedder_optimizer"
 
 
 def cell_paths(run_dir: str, protocol: str, method: str, seed: int) -> dict[str, str]:
@@ -63,6 +66,19 @@ def make_record_keeper(folder: str, tensorboard: bool = False):
         attributes_to_search_for=c_f.list_of_recordable_attributes_list_names(),
     )
     return keeper
+
+
+def pending_records(keeper) -> dict:
+    """The records not yet written to disk, as plain (picklable) dicts."""
+    return {group: dict(series) for group, series in keeper.record_writer.records.items()}
+
+
+def set_pending_records(keeper, records: dict) -> None:
+    import collections
+
+    keeper.record_writer.records.clear()
+    for group, series in records.items():
+        keeper.record_writer.records[group] = collections.OrderedDict(series)
 
 
 def seed_everything(seed: int) -> None:
@@ -102,6 +118,20 @@ def build_models(cfg: dict, data: ProtocolData, no_learning: bool):
     from .models import build_backbone
 
     return build_backbone(m["name"], m["embedding_size"], m.get("weights"))
+
+
+def effective_m_per_class(m: int, batch_size: int, num_classes: int) -> int:
+    """``m``, or the smallest divisor of ``batch_size`` that fills a batch from ``num_classes``.
+
+    ``MPerClassSampler`` needs m · num_classes >= batch_size and batch_size % m == 0; with few
+    training classes (2 coarse digit groups) the configured m is raised to the smallest such m.
+    """
+    if m * num_classes >= batch_size:
+        return m
+    for cand in range(-(-batch_size // num_classes), batch_size + 1):
+        if batch_size % cand == 0:
+            return cand
+    return batch_size
 
 
 def _has_params(module) -> bool:
@@ -152,11 +182,13 @@ def run_cell(
     ckpt = None
     if os.path.exists(ckpt_path):
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        _io.restore_folder(records_dir, ckpt["records"])
-    else:
-        if os.path.isdir(work):
-            shutil.rmtree(work)
-        os.makedirs(records_dir)
+    elif os.path.isdir(work):
+        shutil.rmtree(work)
+    # the record files are written once, when the cell ends; until then the records live in
+    # memory and in the checkpoint, so a partial write from a killed run is simply discarded
+    if os.path.isdir(records_dir):
+        shutil.rmtree(records_dir)
+    os.makedirs(records_dir)
 
     t = cfg["training"]
     no_learning = bool(method.get("no_learning"))
@@ -189,8 +221,9 @@ def run_cell(
             optimizers["metric_loss_optimizer"] = torch.optim.Adam(loss.parameters(), lr=t["lr_loss"])
         bs = t["batch_size"]
         iters = t.get("iterations_per_epoch") or max(1, len(data.train) // bs)
+        m = effective_m_per_class(t["m_per_class"], bs, data.num_train_classes)
         sampler = samplers.MPerClassSampler(
-            data.train.labels, m=t["m_per_class"], batch_size=bs, length_before_new_iter=iters * bs
+            data.train.labels, m=m, batch_size=bs, length_before_new_iter=iters * bs
         )
         models = {"trunk": trunk, "embedder": embedder}
         start_epoch = 1
@@ -203,10 +236,10 @@ def run_cell(
             for k, opt in optimizers.items():
                 opt.load_state_dict(ckpt["optimizers"][k])
             sampler.labels = list(ckpt["sampler_labels"])
+            set_pending_records(keeper, ckpt["records"])
             start_epoch = ckpt["epoch"] + 1
 
         def end_of_epoch_hook(trainer):
-            keeper.save_records()
             state = {
                 "epoch": trainer.epoch,
                 "trunk": trunk.state_dict(),
@@ -216,9 +249,11 @@ def run_cell(
                 "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
                 "sampler_labels": list(sampler.labels),
                 "rng": rng_state(),
-                "records": _io.snapshot_folder(records_dir),
+                "records": pending_records(keeper),
                 "elapsed": time.perf_counter() - t0 + (ckpt or {}).get("elapsed", 0.0),
             }
+            if _TEST_SLEEP:
+                time.sleep(_TEST_SLEEP)  # tests: a window to SIGKILL before the checkpoint lands
             _io.atomic_torch_save(ckpt_path, state)
             if stop_after_epoch is not None and trainer.epoch >= stop_after_epoch:
                 raise SystemExit(f"stopped after epoch {trainer.epoch} (stop_after_epoch)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from pytorch_metric_learning.losses import BaseMetricLossFunction
 
+from .. import distributed as D
 from .. import functional as F
 from ..functional._checks import (
     check_choice,
@@ -49,10 +50,19 @@ class AntiCollapseLoss(BaseMetricLossFunction):
         ac_weight: weight of each anti-collapse term (≥ 0).
         loss_weight: weight of the wrapped loss (≥ 0).
         eps, eps_sq, form, gamma, normalize, variant, check: as ``CodingRateRegularizer``.
+        distributed: under ``torch.distributed`` with more than one rank, ``"global"`` (default):
+            the embedding term is the rate of the global batch (gathered with gradient where
+            PML's ``DistributedLossWrapper`` has not already gathered it) and ``proxy_set="batch"``
+            uses the classes present in the global batch; ``"local"``: both use this rank's
+            rows. Either way the terms are scaled so that DDP's averaging yields the full-batch
+            gradient (global) or the mean of the per-rank ones (local); proxies are replicated
+            and never gathered. See :mod:`pml_anticollapse.distributed`. No effect in a single
+            process; the wrapped loss is called exactly as without it.
         **kwargs: passed to ``BaseMetricLossFunction`` (``collect_stats``, ``reducer``,
             ``embedding_regularizer`` …).
 
-    Statistics (``collect_stats=True``): ``embedding_coding_rate``, ``proxy_coding_rate``.
+    Statistics (``collect_stats=True``): ``embedding_coding_rate``, ``proxy_coding_rate`` — of
+    the global batch under ``distributed="global"``, the same on every rank.
 
     Reference: Jiang et al., arXiv 2407.03106 (2024); official code
     NUST-Machine-Intelligence-Laboratory/Anti-Collapse-Loss, commit ec1e0bc, ``criteria/antico.py``.
@@ -73,6 +83,7 @@ class AntiCollapseLoss(BaseMetricLossFunction):
         normalize: bool = True,
         variant: str = "standard",
         check: bool = True,
+        distributed: str = "global",
         **kwargs,
     ):
         if not isinstance(loss, BaseMetricLossFunction):
@@ -93,6 +104,7 @@ class AntiCollapseLoss(BaseMetricLossFunction):
         self.normalize = bool(normalize)
         self.variant = check_choice(variant, "variant", VARIANTS)
         self.check = bool(check)
+        self.distributed = check_choice(distributed, "distributed", D.SCOPES)
         if self.target != "embeddings":
             proxies_of(loss)  # fail now, not at the first batch
         self.add_to_recordable_attributes(
@@ -134,17 +146,22 @@ class AntiCollapseLoss(BaseMetricLossFunction):
             check=self.check,
         )
 
-    def _term(self, rate: torch.Tensor) -> dict:
-        return already_reduced(self.ac_weight * rate_penalty(rate, self.form, self.gamma))
+    def _term(self, rate: torch.Tensor, scale: float = 1.0) -> dict:
+        weight = self.ac_weight if scale == 1.0 else self.ac_weight * scale
+        return already_reduced(weight * rate_penalty(rate, self.form, self.gamma))
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
+        ctx = D.context()
+        # in "wrapper-efficient" mode ref_emb/ref_labels are PML's gathered copy of the batch
+        gathered = (ref_emb, ref_labels) if ctx.kind == "wrapper-efficient" else None
         if ref_emb is embeddings and ref_labels is labels:
             ref_emb = ref_labels = None  # PML filled them in; proxy losses refuse them
         wrapped = self.loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)
         loss_dict = {"loss": already_reduced(self.loss_weight * wrapped)}
         if self.target in ("embeddings", "both"):
-            rate = self._rate(embeddings)
-            loss_dict["embedding_anti_collapse"] = self._term(rate)
+            rows = D.global_rows([(embeddings, None)], self.distributed, ctx, gathered)
+            rate = self._rate(rows.x)
+            loss_dict["embedding_anti_collapse"] = self._term(rate, rows.scale)
             if self.collect_stats:
                 self.embedding_coding_rate = rate.detach()
         if self.target in ("proxies", "both"):
@@ -152,9 +169,12 @@ class AntiCollapseLoss(BaseMetricLossFunction):
             mask = None
             if self.proxy_set == "batch":
                 check_labels(labels, embeddings.shape[0])
-                mask = torch.isin(proxy_class, labels.to(proxy_class.device))
+                present = D.global_labels(
+                    labels, self.distributed, ctx, None if gathered is None else gathered[1]
+                )
+                mask = torch.isin(proxy_class, present.to(proxy_class.device))
             rate = self._rate(proxies, mask)
-            loss_dict["proxy_anti_collapse"] = self._term(rate)
+            loss_dict["proxy_anti_collapse"] = self._term(rate, D.replicated_scale(ctx))
             if self.collect_stats:
                 self.proxy_coding_rate = rate.detach()
         return loss_dict

@@ -6,8 +6,9 @@ import torch
 from pytorch_metric_learning.losses import BaseMetricLossFunction
 from pytorch_metric_learning.utils import common_functions as c_f
 
+from .. import distributed as D
 from .. import functional as F
-from ..functional._checks import check_labels, resolve_eps_sq
+from ..functional._checks import check_choice, check_labels, resolve_eps_sq
 from ._common import already_reduced
 
 
@@ -26,10 +27,18 @@ class MCR2Loss(BaseMetricLossFunction):
         normalize: L2-normalise the rows first (as MCR² does).
         num_classes: labels lie in [0, num_classes); absent classes allowed and no ``unique``.
         check: validate finiteness (host syncs on CUDA).
+        distributed: under ``torch.distributed`` with more than one rank, ``"global"`` (default)
+            gives the rate reduction of the global batch (embeddings and labels of every rank,
+            gathered with gradient where PML's ``DistributedLossWrapper`` has not already
+            gathered them), scaled so that DDP's averaging yields the full-batch gradient;
+            ``"local"`` that of this rank's rows (objective: the mean over ranks). Under
+            ``DistributedLossWrapper(efficient=True)`` the wrapper's ``indices_tuple`` is ignored
+            and a ``ref_emb`` given to the wrapper is refused. See
+            :mod:`pml_anticollapse.distributed`. No effect in a single process.
         **kwargs: passed to ``BaseMetricLossFunction``.
 
     Statistics (``collect_stats=True``): ``coding_rate`` (R), ``compression_rate`` (R_c) and
-    ``rate_reduction`` (ΔR).
+    ``rate_reduction`` (ΔR) — of the global batch under ``distributed="global"``.
 
     Reference: Yu et al., "Learning Diverse and Discriminative Representations via the
     Principle of Maximal Coding Rate Reduction", arXiv 2006.08558 (NeurIPS 2020).
@@ -43,9 +52,11 @@ class MCR2Loss(BaseMetricLossFunction):
         normalize: bool = True,
         num_classes: int | None = None,
         check: bool = True,
+        distributed: str = "global",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.distributed = check_choice(distributed, "distributed", D.SCOPES)
         self.eps_sq = resolve_eps_sq(eps, eps_sq)
         self.normalize = bool(normalize)
         self.num_classes = num_classes
@@ -55,12 +66,25 @@ class MCR2Loss(BaseMetricLossFunction):
         )
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
-        c_f.indices_tuple_not_supported(indices_tuple)
+        ctx = D.context()
         check_labels(labels, embeddings.shape[0])
-        if ref_emb is not embeddings:
-            check_labels(ref_labels, ref_emb.shape[0], name="ref_labels")
-            embeddings = torch.cat([embeddings, ref_emb.to(embeddings)])
-            labels = torch.cat([labels, ref_labels.to(labels)])
+        gathered = None
+        if ctx.kind == "wrapper-efficient":
+            # the wrapper made indices_tuple and handed its gathered batch as ref_emb
+            if ctx.user_ref:
+                raise ValueError(
+                    "ref_emb given to DistributedLossWrapper(efficient=True) is not supported by "
+                    "MCR2Loss; use efficient=False"
+                )
+            gathered = (ref_emb, ref_labels)
+            parts = [(embeddings, labels)]
+        else:
+            c_f.indices_tuple_not_supported(indices_tuple)
+            parts = [(embeddings, labels)]
+            if ref_emb is not embeddings:
+                check_labels(ref_labels, ref_emb.shape[0], name="ref_labels")
+                parts.append((ref_emb.to(embeddings), ref_labels.to(labels)))
+        embeddings, labels, scale = D.global_rows(parts, self.distributed, ctx, gathered)
         out = F.coding_rate_reduction(
             embeddings,
             labels,
@@ -73,4 +97,4 @@ class MCR2Loss(BaseMetricLossFunction):
             self.coding_rate = out.r.detach()
             self.compression_rate = out.r_c.detach()
             self.rate_reduction = out.delta_r.detach()
-        return {"loss": already_reduced(-out.delta_r)}
+        return {"loss": already_reduced(-out.delta_r if scale == 1.0 else -scale * out.delta_r)}

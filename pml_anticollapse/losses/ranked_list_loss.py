@@ -11,9 +11,11 @@ from pytorch_metric_learning.utils import common_functions as c_f
 
 from ..functional._checks import check_embeddings, check_labels, check_nonnegative, check_positive
 
-# squared distances at or below this are read as 0 (distances below 1e-10); the distance and its
-# gradient are then exactly 0 instead of sqrt's infinite slope
-_SQ_FLOOR = 1e-20
+# squared distances at or below this fraction of ‖x‖² + ‖y‖² are read as 0 (distances below
+# ~1e-6 of the rows' norm, on the unit sphere 1.4e-6): the float64 Gram product's rounding error
+# (~1e-16 relative) lies well below it, and the distance and its gradient are then exactly 0
+# instead of sqrt's infinite slope on rounding noise
+_SQ_FLOOR = 1e-12
 
 
 def _safe_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -23,8 +25,9 @@ def _safe_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     cannot tell rows 1e-4 apart, and ``torch.cdist`` returns exact zeros for them); the double
     ``where`` gives distance 0 *and* gradient 0 at coinciding rows instead of NaN.
     """
-    sq = (x * x).sum(1, keepdim=True) + (y * y).sum(1).unsqueeze(0) - 2.0 * x @ y.T
-    positive = sq > _SQ_FLOOR
+    norms = (x * x).sum(1, keepdim=True) + (y * y).sum(1).unsqueeze(0)
+    sq = norms - 2.0 * x @ y.T
+    positive = sq > _SQ_FLOOR * norms.detach()
     return torch.where(positive, torch.sqrt(torch.where(positive, sq, 1.0)), 0.0)
 
 
@@ -101,7 +104,7 @@ def ranked_list_loss(
     Convention: λ weights L_N against an unweighted L_P (the paper's L_P + λ·L_N).
     PML's ``RankedListLoss(imbalance=λ')`` computes (1 − λ')·L_P + λ'·L_N, i.e.
     (1 − λ')·(L_P + λ·L_N) with λ = λ'/(1 − λ'): ``imbalance=0.5`` is λ = 1 at half the scale.
-    Distances of rows closer than 1e-10 are read as exactly 0.
+    Distances below 1e-6·√(‖x_i‖² + ‖x_j‖²) are read as exactly 0 (float64 rounding noise).
 
     Reference: Wang, Hua, Kodirov, Robertson, "Ranked List Loss for Deep Metric Learning",
     CVPR 2019, arXiv 1903.03238; T_p from the TPAMI 2021 extension. Departs from PML 2.9's

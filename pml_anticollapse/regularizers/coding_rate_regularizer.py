@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from pytorch_metric_learning.regularizers import BaseRegularizer
 
+from .. import distributed as D
 from .. import functional as F
 from ..functional._checks import check_choice, check_positive, resolve_eps_sq
 from ..functional.coding_rate import VARIANTS
@@ -42,10 +43,19 @@ class CodingRateRegularizer(BaseRegularizer):
         normalize: L2-normalise the rows before measuring the rate.
         variant: ``"standard"`` or ``"acl_official"`` (see ``coding_rate``).
         check: validate finiteness (one host sync per call on CUDA).
+        distributed: under ``torch.distributed`` with more than one rank, ``"global"`` (default)
+            measures the rate of the global batch — the rows of every rank, gathered with
+            gradient where PML has not already gathered them, scaled so that DDP's averaging
+            yields the full-batch gradient; ``"local"`` the rate of this rank's rows (the
+            objective is then the mean of the per-rank rates). Weights handed over as
+            ``weight_regularizer`` are replicated and never gathered. See
+            :mod:`pml_anticollapse.distributed` for the modes and the limits. No effect in a
+            single process.
         **kwargs: passed to ``BaseRegularizer`` (``collect_stats``, ``reducer``).
 
     Statistics (when ``collect_stats=True``; nothing extra is computed otherwise):
-        ``coding_rate`` and ``effective_rank`` of the last input, as detached tensors.
+        ``coding_rate`` and ``effective_rank`` of the last input, as detached tensors — under
+        ``distributed="global"`` those of the global batch, the same on every rank.
 
     Reference: Jiang et al., arXiv 2407.03106 (2024).
     """
@@ -60,9 +70,11 @@ class CodingRateRegularizer(BaseRegularizer):
         normalize: bool = True,
         variant: str = "standard",
         check: bool = True,
+        distributed: str = "global",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.distributed = check_choice(distributed, "distributed", D.SCOPES)
         self.eps_sq = resolve_eps_sq(eps, eps_sq)
         self.form = check_choice(form, "form", FORMS)
         self.gamma = check_positive(gamma, "gamma")
@@ -80,13 +92,21 @@ class CodingRateRegularizer(BaseRegularizer):
         )
 
     def compute_loss(self, x):
+        scale = 1.0
+        ctx = D.context()
+        if ctx.kind != "single":
+            if D.regularizer_target() == "weights":
+                scale = D.replicated_scale(ctx)
+            else:
+                x, _, scale = D.global_rows([(x, None)], self.distributed, ctx)
         rate = self.rate(x)
         if self.collect_stats:
             self.coding_rate = rate.detach()
             self.effective_rank = F.effective_rank(x.detach(), normalize=self.normalize)
+        loss = rate_penalty(rate, self.form, self.gamma)
         return {
             "loss": {
-                "losses": rate_penalty(rate, self.form, self.gamma),
+                "losses": loss if scale == 1.0 else loss * scale,
                 "indices": None,
                 "reduction_type": "already_reduced",
             }

@@ -1,0 +1,661 @@
+"""Speed of the coding rate against the formulas the anchor code uses, and its training overhead.
+
+Run from the repository root::
+
+    python -m benchmarks.speed                     # full grid, CPU (and CUDA when present)
+    python -m benchmarks.speed --smoke --out /tmp/s  # a few seconds; what CI runs
+
+Three implementations of the same quantity, R(Z) = ½·logdet(I + d/(m·ε²)·ZZᵀ) of the
+L2-normalised rows of an (m, d) batch (ε² = 0.5), timed in the same run:
+
+- ``ours``: :func:`pml_anticollapse.functional.coding_rate` (Cholesky of the smaller Gram matrix,
+  hand-written backward pass);
+- ``naive``: ½·``torch.logdet`` of the d×d matrix I_d + a·ZᵀZ through autograd, the formula as
+  the MCR² reference code, the official ACL code and lightly's ``tcr_loss`` write it;
+- ``cholesky_autograd``: ½·logdet from ``torch.linalg.cholesky`` of the smaller Gram matrix, with
+  autograd differentiating through the factorisation.
+
+Method (``../shared/STYLE.md``, "Benchmarks are a small product"): each case is timed with
+``torch.utils.benchmark.Timer.blocked_autorange`` (CUDA synchronised by the timer), in
+``--rounds`` rounds that interleave the three implementations so that a change in machine load
+hits them alike; the per-block times of all rounds are pooled into a median and an IQR. Passes:
+``fwd`` (the graph is recorded, as in training) and ``fwd+bwd`` (``torch.autograd.grad``).
+Precisions: float32, and bf16 autocast on CPU / fp16 autocast on CUDA (the input stays float32;
+``ours`` switches autocast off for its linear algebra, the baselines run as written, so their Gram
+product is computed in half precision). Before timing, every case is checked against a float64
+eigenvalue reference (value and gradient, relative, norm-wise).
+
+Training-step overhead: one optimisation step (forward, PML ``ContrastiveLoss``, backward, Adam)
+of the same model on the same batch without and with ``CodingRateRegularizer`` as the loss's
+``embedding_regularizer``, steps interleaved (alternating which goes first), ratio of the medians.
+The digits MLP always; a ResNet-18-shaped network on random 3×224×224 input, batch 64, only when
+CUDA is present.
+
+Outputs in ``--out``: ``speed.json`` (``{"metadata": ..., "results": [...], "accuracy": [...],
+"training": [...], "targets": ...}``), ``speed.md`` (the tables) and ``speed_ratios.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.benchmark import Timer
+
+import pml_anticollapse
+from pml_anticollapse.functional import coding_rate
+
+EPS_SQ = 0.5
+#: The grid of the issue (m samples × d dimensions).
+GRID = ((90, 512), (128, 512), (512, 512), (180, 2048), (1024, 64), (4096, 128), (8192, 512))
+#: Extra CUDA point: the issue's latency target (fwd+bwd ≤ 0.2 ms in float32) is stated at 180×512.
+CUDA_EXTRA = ((180, 512),)
+SMOKE_GRID = ((24, 128), (160, 16))
+IMPLS = ("ours", "naive", "cholesky_autograd")
+PASSES = ("fwd", "fwd+bwd")
+#: Relative agreement with the float64 reference asked of float32 (value, and gradient norm-wise).
+ACCURACY_RTOL = 1e-5
+
+
+# ----------------------------------------------------------------------------- implementations
+
+
+def _scale(m: int, d: int) -> float:
+    return d / (m * EPS_SQ)
+
+
+def rate_ours(z: torch.Tensor) -> torch.Tensor:
+    """The package: Cholesky of the smaller Gram matrix, hand-written backward."""
+    return coding_rate(z, eps_sq=EPS_SQ)
+
+
+def rate_naive(z: torch.Tensor) -> torch.Tensor:
+    """½·logdet(I_d + a·ZᵀZ) of the d×d matrix through autograd (the anchor codes' formula)."""
+    x = F.normalize(z, dim=-1)
+    m, d = x.shape
+    eye = torch.eye(d, dtype=z.dtype, device=z.device)
+    return 0.5 * torch.logdet(eye + _scale(m, d) * (x.T @ x))
+
+
+def rate_cholesky_autograd(z: torch.Tensor) -> torch.Tensor:
+    """Σ log diag(L), L = cholesky(I + a·Gram) of the smaller Gram, differentiated by autograd."""
+    x = F.normalize(z, dim=-1)
+    m, d = x.shape
+    gram = x @ x.T if m <= d else x.T @ x
+    eye = torch.eye(gram.shape[0], dtype=z.dtype, device=z.device)
+    factor = torch.linalg.cholesky(eye + _scale(m, d) * gram)
+    return factor.diagonal().log().sum()
+
+
+RATE_FNS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "ours": rate_ours,
+    "naive": rate_naive,
+    "cholesky_autograd": rate_cholesky_autograd,
+}
+
+
+def reference_rate_and_grad(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float64 reference: ½·Σ log(1 + a·λ), λ the eigenvalues of the smaller Gram matrix of the
+    normalised rows (``eigvalsh``, a different algorithm from all three timed ones), and its
+    gradient by float64 autograd through ``eigvalsh``. ``z`` is used as given (already rounded)."""
+    x = z.detach().cpu().to(torch.float64).requires_grad_(True)
+    xn = x / x.norm(dim=1, keepdim=True)
+    m, d = x.shape
+    gram = xn @ xn.T if m <= d else xn.T @ xn
+    lam = torch.linalg.eigvalsh(gram).clamp_min(0)
+    value = 0.5 * torch.log1p(_scale(m, d) * lam).sum()
+    (grad,) = torch.autograd.grad(value, x)
+    return value.detach(), grad
+
+
+# ----------------------------------------------------------------------------- timing helpers
+
+
+def summarize(times: Sequence[float]) -> dict[str, float]:
+    """Median and interquartile range (linear-interpolated quartiles) of ``times``, in seconds."""
+    if len(times) == 0:
+        raise ValueError("times must not be empty")
+    if len(times) == 1:
+        q1 = q2 = q3 = times[0]
+    else:
+        q1, q2, q3 = statistics.quantiles(times, n=4, method="inclusive")
+    return {"median_s": q2, "iqr_s": q3 - q1, "n_blocks": len(times)}
+
+
+def _autocast(device: str, precision: str):
+    if precision == "float32":
+        return torch.autocast(device_type=device, enabled=False)
+    dtype = torch.bfloat16 if precision == "bf16-autocast" else torch.float16
+    return torch.autocast(device_type=device, dtype=dtype)
+
+
+def _make_case(
+    fn, z: torch.Tensor, device: str, precision: str, pass_: str
+) -> Callable[[], object]:
+    if pass_ == "fwd":
+
+        def run():
+            with _autocast(device, precision):
+                return fn(z)
+
+    else:
+
+        def run():
+            with _autocast(device, precision):
+                out = fn(z)
+            return torch.autograd.grad(out, z)
+
+    return run
+
+
+def _time_interleaved(
+    cases: dict[str, Callable[[], object]], rounds: int, min_run_time: float, threads: int
+) -> dict[str, dict[str, float]]:
+    pooled: dict[str, list[float]] = {name: [] for name in cases}
+    for r in range(rounds):
+        names = list(cases) if r % 2 == 0 else list(reversed(cases))
+        for name in names:
+            timer = Timer("run()", globals={"run": cases[name]}, num_threads=threads)
+            pooled[name].extend(timer.blocked_autorange(min_run_time=min_run_time).times)
+    return {name: summarize(times) for name, times in pooled.items()}
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a = a.detach().cpu().to(torch.float64)
+    return float((a - b).norm() / b.norm().clamp_min(1e-300))
+
+
+def _precisions(device: str) -> list[str]:
+    if device == "cpu":
+        return ["float32", "bf16-autocast"]
+    return ["float32", "fp16-autocast"]
+
+
+def bench_device(
+    device: str,
+    grid: Sequence[tuple[int, int]],
+    rounds: int,
+    min_run_time: float,
+    threads: int,
+    log=print,
+) -> tuple[list[dict], list[dict]]:
+    """Time every implementation on every grid point; check them against the float64 reference."""
+    results, accuracy = [], []
+    for m, d in grid:
+        gen = torch.Generator().manual_seed(1000 * m + d)
+        z = torch.randn(m, d, generator=gen).to(device).requires_grad_(True)
+        ref_v, ref_g = reference_rate_and_grad(z)
+        for precision in _precisions(device):
+            for name, fn in RATE_FNS.items():
+                row = {"device": device, "precision": precision, "m": m, "d": d, "impl": name}
+                try:
+                    with _autocast(device, precision):
+                        value = fn(z)
+                    (grad,) = torch.autograd.grad(value, z)
+                    row.update(value_rel_err=_rel(value, ref_v), grad_rel_err=_rel(grad, ref_g))
+                except Exception as exc:  # a baseline that cannot run in this precision
+                    row.update(error=f"{type(exc).__name__}: {exc}")
+                accuracy.append(row)
+            runnable = {
+                a["impl"]
+                for a in accuracy[-len(RATE_FNS) :]
+                if "error" not in a and all(math.isfinite(a[k]) for k in ("value_rel_err",))
+            }
+            for pass_ in PASSES:
+                cases = {
+                    name: _make_case(fn, z, device, precision, pass_)
+                    for name, fn in RATE_FNS.items()
+                    if name in runnable
+                }
+                stats = _time_interleaved(cases, rounds, min_run_time, threads)
+                base = {"device": device, "precision": precision, "m": m, "d": d, "pass": pass_}
+                ours = stats.get("ours")
+                for name, s in stats.items():
+                    row = dict(base, impl=name, **s)
+                    if ours is not None:
+                        row["ratio_vs_ours"] = s["median_s"] / ours["median_s"]
+                    results.append(row)
+                log(
+                    f"  {device} {precision:13s} {m:5d}x{d:<5d} {pass_:7s} "
+                    + "  ".join(
+                        f"{n}={s['median_s'] * 1e3:.3f}ms" for n, s in stats.items()
+                    )
+                )
+    return results, accuracy
+
+
+# ----------------------------------------------------------------------------- training overhead
+
+
+class _BasicBlock(torch.nn.Module):
+    """The two-convolution residual block of ResNet-18 (He et al., arXiv 1512.03385, 2015)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(c_out)
+        self.conv2 = torch.nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(c_out)
+        self.short = torch.nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.short = torch.nn.Sequential(
+                torch.nn.Conv2d(c_in, c_out, 1, stride, bias=False), torch.nn.BatchNorm2d(c_out)
+            )
+
+    def forward(self, x):
+        y = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(y)) + self.short(x))
+
+
+class ResNet18Like(torch.nn.Sequential):
+    """A ResNet-18-shaped embedder (11.2 M parameters, 512-d output): stem, 4 stages of 2 basic
+    blocks (64, 128, 256, 512 channels), global average pooling. Written here because
+    torchvision is not a dependency; only its cost matters for the overhead measurement."""
+
+    def __init__(self):
+        layers = [
+            torch.nn.Conv2d(3, 64, 7, 2, 3, bias=False),
+            torch.nn.BatchNorm2d(64),
+            torch.nn.ReLU(),
+            torch.nn.MaxPool2d(3, 2, 1),
+        ]
+        c = 64
+        for c_out, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            layers += [_BasicBlock(c, c_out, stride), _BasicBlock(c_out, c_out, 1)]
+            c = c_out
+        layers += [torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()]
+        super().__init__(*layers)
+
+
+def _training_setup(model_fn, x, labels, with_regularizer: bool, seed: int):
+    from pytorch_metric_learning import losses
+
+    from pml_anticollapse import CodingRateRegularizer
+
+    torch.manual_seed(seed)
+    model = model_fn().to(x.device)
+    kwargs = {}
+    if with_regularizer:
+        kwargs = {"embedding_regularizer": CodingRateRegularizer(), "embedding_reg_weight": 0.1}
+    loss_fn = losses.ContrastiveLoss(**kwargs)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), labels)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
+def training_overhead(
+    name: str, model_fn, x: torch.Tensor, labels: torch.Tensor, steps: int, warmup: int
+) -> dict:
+    """Median step time with and without the regularizer, steps interleaved (same run)."""
+    sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
+    steps_fn = {
+        "without": _training_setup(model_fn, x, labels, False, seed=0),
+        "with": _training_setup(model_fn, x, labels, True, seed=0),
+    }
+    times: dict[str, list[float]] = {"without": [], "with": []}
+    for i in range(warmup + steps):
+        order = ("without", "with") if i % 2 == 0 else ("with", "without")
+        for key in order:
+            sync()
+            t0 = time.perf_counter()
+            steps_fn[key]()
+            sync()
+            if i >= warmup:
+                times[key].append(time.perf_counter() - t0)
+    s_without, s_with = summarize(times["without"]), summarize(times["with"])
+    paired = [b / a for a, b in zip(times["without"], times["with"])]
+    return {
+        "model": name,
+        "device": x.device.type,
+        "batch": int(x.shape[0]),
+        "input": list(x.shape[1:]),
+        "loss": "ContrastiveLoss",
+        "regularizer": "CodingRateRegularizer(eps_sq=0.5), embedding_reg_weight=0.1",
+        "steps": steps,
+        "without_median_s": s_without["median_s"],
+        "without_iqr_s": s_without["iqr_s"],
+        "with_median_s": s_with["median_s"],
+        "with_iqr_s": s_with["iqr_s"],
+        "ratio": s_with["median_s"] / s_without["median_s"],
+        "paired_ratio_median": statistics.median(paired),
+    }
+
+
+def bench_training(device: str, smoke: bool, log=print) -> list[dict]:
+    from benchmarks.models import DigitsMLP
+
+    out = []
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(128, 64, generator=gen).to(device)
+    labels = torch.randint(0, 10, (128,), generator=gen).to(device)
+    steps, warmup = (20, 3) if smoke else (400, 20)
+    row = training_overhead("DigitsMLP (64-256-256-64)", DigitsMLP, x, labels, steps, warmup)
+    log(f"  training {device} DigitsMLP: overhead ratio {row['ratio']:.3f}")
+    out.append(row)
+    if device == "cuda":
+        x = torch.randn(64, 3, 224, 224, generator=gen).to(device)
+        labels = torch.randint(0, 16, (64,), generator=gen).to(device)
+        steps, warmup = (5, 2) if smoke else (60, 10)
+        row = training_overhead("ResNet18Like (512-d)", ResNet18Like, x, labels, steps, warmup)
+        log(f"  training {device} ResNet18Like: overhead ratio {row['ratio']:.3f}")
+        out.append(row)
+    else:
+        out.append(
+            {
+                "model": "ResNet18Like (512-d)",
+                "device": device,
+                "skipped": "measured only on CUDA (3x224x224 input at batch 64)",
+            }
+        )
+    return out
+
+
+# ----------------------------------------------------------------------------- reporting
+
+
+def _git_commit() -> str:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (commit or "unknown") + ("+dirty" if dirty else "")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def metadata(devices: Sequence[str], threads: int, argv: Sequence[str]) -> dict:
+    import pytorch_metric_learning
+
+    names = {"cpu": f"{_cpu_model()} ({os.cpu_count()} logical CPUs)"}
+    if "cuda" in devices:
+        names["cuda"] = torch.cuda.get_device_name()
+    return {
+        "commit": _git_commit(),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": "python -m benchmarks.speed " + " ".join(argv),
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "pml_anticollapse": pml_anticollapse.__version__,
+            "pytorch_metric_learning": pytorch_metric_learning.__version__,
+        },
+        "device": names,
+        "threads": threads,
+        "platform": platform.platform(),
+        "eps_sq": EPS_SQ,
+    }
+
+
+def check_targets(results: list[dict], accuracy: list[dict], training: list[dict]) -> dict:
+    """The issue's targets, evaluated on this run (CPU, float32, fwd+bwd for the ratios)."""
+    rows = [
+        r
+        for r in results
+        if r["device"] == "cpu"
+        and r["precision"] == "float32"
+        and r["pass"] == "fwd+bwd"
+        and r["impl"] == "naive"
+    ]
+    wide = [r for r in rows if 4 * r["m"] <= r["d"]]
+    acc = [a for a in accuracy if a["impl"] == "ours" and a["precision"] == "float32"]
+    trained = [t for t in training if "ratio" in t]
+    return {
+        "naive_over_ours_ge_5_where_m_le_d_over_4": (
+            all(r["ratio_vs_ours"] >= 5 for r in wide) if wide else None
+        ),
+        "naive_over_ours_ge_1_everywhere": (
+            all(r["ratio_vs_ours"] >= 1 for r in rows) if rows else None
+        ),
+        "float32_matches_float64_reference": all(
+            a.get("value_rel_err", 1.0) <= ACCURACY_RTOL
+            and a.get("grad_rel_err", 1.0) <= ACCURACY_RTOL
+            for a in acc
+        ),
+        "training_overhead_le_5pct": all(t["ratio"] <= 1.05 for t in trained) if trained else None,
+    }
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.3f}"
+
+
+def markdown(report: dict) -> str:
+    md = report["metadata"]
+    lines = [
+        "# Coding-rate speed",
+        "",
+        f"Command: `{md['command']}`  ",
+        f"Date: {md['date']}, commit `{md['commit']}`, torch {md['versions']['torch']}, "
+        f"threads {md['threads']}  ",
+        "Hardware: " + "; ".join(f"{k}: {v}" for k, v in md["device"].items()) + "  ",
+        f"Load average (1 min) before/after: {md.get('loadavg_before')} / "
+        f"{md.get('loadavg_after')}",
+        "",
+        "Median (IQR) in ms; ratio = baseline median / ours median (higher: ours faster).",
+        "",
+        "| device | precision | m×d | pass | ours | naive logdet | naive/ours "
+        "| cholesky autograd | chol/ours |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    by_key: dict[tuple, dict[str, dict]] = {}
+    for r in report["results"]:
+        key = (r["device"], r["precision"], r["m"], r["d"], r["pass"])
+        by_key.setdefault(key, {})[r["impl"]] = r
+    for (dev, prec, m, d, pass_), impls in by_key.items():
+        cells = []
+        for name in IMPLS:
+            r = impls.get(name)
+            if r is None:
+                cells.append("n/a")
+                if name != "ours":
+                    cells.append("n/a")
+                continue
+            cells.append(f"{_ms(r['median_s'])} ({_ms(r['iqr_s'])})")
+            if name != "ours":
+                cells.append(f"{r['ratio_vs_ours']:.2f}" if "ratio_vs_ours" in r else "n/a")
+        lines.append(f"| {dev} | {prec} | {m}×{d} | {pass_} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Accuracy against the float64 eigenvalue reference (relative; gradient norm-wise):",
+        "",
+        "| device | precision | m×d | impl | value rel. err | grad rel. err |",
+        "|---|---|---|---|---|---|",
+    ]
+    for a in report["accuracy"]:
+        if "error" in a:
+            errs = f"{a['error'][:60]} | "
+        else:
+            errs = f"{a['value_rel_err']:.1e} | {a['grad_rel_err']:.1e}"
+        lines.append(
+            f"| {a['device']} | {a['precision']} | {a['m']}×{a['d']} | {a['impl']} | {errs} |"
+        )
+    lines += [
+        "",
+        "Training step (forward, ContrastiveLoss, backward, Adam), median of interleaved steps:",
+        "",
+        "| model | device | batch | without (ms) | with regularizer (ms) | ratio | paired ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for t in report["training"]:
+        if "skipped" in t:
+            lines.append(f"| {t['model']} | {t['device']} | | skipped: {t['skipped']} | | | |")
+        else:
+            lines.append(
+                f"| {t['model']} | {t['device']} | {t['batch']} | {_ms(t['without_median_s'])} "
+                f"| {_ms(t['with_median_s'])} | {t['ratio']:.3f} | {t['paired_ratio_median']:.3f} |"
+            )
+    lines += ["", "Targets: " + ", ".join(f"{k}: {v}" for k, v in report["targets"].items()), ""]
+    return "\n".join(lines)
+
+
+def plot(report: dict, path: Path) -> bool:
+    """Bar chart of naive/ours and cholesky-autograd/ours (fwd+bwd) per grid point; False if
+    matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    panels = sorted(
+        {(r["device"], r["precision"]) for r in report["results"] if r["pass"] == "fwd+bwd"}
+    )
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for ax, (dev, prec) in zip(axes[0], panels):
+        rows = [
+            r
+            for r in report["results"]
+            if r["device"] == dev and r["precision"] == prec and r["pass"] == "fwd+bwd"
+        ]
+        points = sorted({(r["m"], r["d"]) for r in rows}, key=lambda p: (p[1] / p[0]), reverse=True)
+        labels = [f"{m}×{d}" for m, d in points]
+        for offset, name in ((-0.2, "naive"), (0.2, "cholesky_autograd")):
+            ratio = {
+                (r["m"], r["d"]): r.get("ratio_vs_ours", float("nan"))
+                for r in rows
+                if r["impl"] == name
+            }
+            ax.bar(
+                [i + offset for i in range(len(points))],
+                [ratio.get(p, float("nan")) for p in points],
+                width=0.4,
+                label=f"{name} / ours",
+            )
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.axhline(5.0, color="r", lw=0.8, ls="--", label="5× (target where m ≤ d/4)")
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(points)), labels, rotation=30)
+        ax.set_ylabel("time ratio (fwd+bwd)")
+        ax.set_title(f"{dev}, {prec}")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"coding rate, commit {report['metadata']['commit']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def _parse_grid(text: str) -> list[tuple[int, int]]:
+    grid = []
+    for item in text.split(","):
+        try:
+            m, d = (int(v) for v in item.lower().split("x"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--grid expects MxD[,MxD...], got {text!r}") from None
+        if m < 1 or d < 1:
+            raise argparse.ArgumentTypeError(f"--grid sizes must be positive, got {item!r}")
+        grid.append((m, d))
+    return grid
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.speed", description=__doc__.split("\n")[0]
+    )
+    p.add_argument("--smoke", action="store_true", help="tiny grid, short timings (seconds)")
+    p.add_argument("--out", type=Path, default=Path("benchmark_results/speed"), help="folder")
+    p.add_argument("--devices", default=None, help="cpu,cuda (default: cpu, + cuda if present)")
+    p.add_argument("--grid", type=_parse_grid, default=None, help="e.g. 90x512,1024x64")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="intra-op threads")
+    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (3; smoke: 1)")
+    p.add_argument("--min-run-time", type=float, default=None, help="seconds per autorange")
+    p.add_argument("--skip-training", action="store_true", help="skip the training-step overhead")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    devices = (
+        [d.strip() for d in args.devices.split(",")]
+        if args.devices
+        else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    )
+    for dev in devices:
+        if dev not in ("cpu", "cuda"):
+            raise SystemExit(f"--devices must list cpu and/or cuda, got {dev!r}")
+        if dev == "cuda" and not torch.cuda.is_available():
+            raise SystemExit("--devices asks for cuda but no CUDA device is available")
+    rounds = args.rounds or (1 if args.smoke else 3)
+    min_run_time = args.min_run_time or (0.01 if args.smoke else 0.2)
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    report = {"metadata": metadata(devices, args.threads, argv)}
+    report["metadata"]["loadavg_before"] = _loadavg()
+    results, accuracy, training = [], [], []
+    for dev in devices:
+        grid = args.grid or (SMOKE_GRID if args.smoke else GRID)
+        if dev == "cuda" and not args.smoke and args.grid is None:
+            grid = tuple(grid) + CUDA_EXTRA
+        print(f"[speed] {dev}: {len(grid)} grid points, {rounds} round(s)", flush=True)
+        r, a = bench_device(dev, grid, rounds, min_run_time, args.threads)
+        results += r
+        accuracy += a
+        if not args.skip_training:
+            training += bench_training(dev, args.smoke)
+    report["metadata"]["loadavg_after"] = _loadavg()
+    report["results"], report["accuracy"], report["training"] = results, accuracy, training
+    report["targets"] = check_targets(results, accuracy, training)
+
+    (args.out / "speed.json").write_text(json.dumps(report, indent=2))
+    (args.out / "speed.md").write_text(markdown(report))
+    has_png = plot(report, args.out / "speed_ratios.png")
+    png = ", speed_ratios.png" if has_png else ""
+    print(f"[speed] wrote {args.out}/speed.json, speed.md{png}")
+    print("[speed] targets: " + json.dumps(report["targets"]))
+    return report
+
+
+def _loadavg() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
+
+
+if __name__ == "__main__":
+    main()

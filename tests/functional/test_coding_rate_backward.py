@@ -1,0 +1,189 @@
+"""The hand-written backward pass of the coding rate, on the benchmark grid of the speed issue.
+
+Values and gradients in float32 against float64 references that use other algorithms
+(eigenvalues, autograd through ``torch.logdet`` or ``eigvalsh``), fed the same float32 input;
+the eigen-decomposition fallback; double backward; the class-batched MCR² terms.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pml_anticollapse.functional import (
+    CholeskyFallbackWarning,
+    coding_rate,
+    coding_rate_reduction,
+    half_logdet_gram,
+)
+from tests.reference import ref_coding_rate, ref_coding_rate_grad
+
+#: the grid of benchmarks/speed.py (m samples × d dimensions)
+GRID = [(90, 512), (128, 512), (512, 512), (180, 2048), (1024, 64), (4096, 128), (8192, 512)]
+RTOL = 1e-5  # float32 against float64, value and gradient (norm-wise)
+
+
+def _ref_grad_eig(z: torch.Tensor, eps_sq: float = 0.5) -> torch.Tensor:
+    """Float64 gradient of R by autograd through ``eigvalsh`` of the smaller Gram matrix (cheaper
+    than the d×d ``logdet`` of ``ref_coding_rate_grad`` at d = 2048, and a third algorithm)."""
+    x = z.detach().to(torch.float64).requires_grad_(True)
+    xn = x / x.norm(dim=1, keepdim=True)
+    m, d = x.shape
+    gram = xn @ xn.T if m <= d else xn.T @ xn
+    r = 0.5 * torch.log1p(d / (m * eps_sq) * torch.linalg.eigvalsh(gram).clamp_min(0)).sum()
+    (g,) = torch.autograd.grad(r, x)
+    return g
+
+
+def _ref_rate_reduction_grads(z, labels, eps_sq=0.5):
+    """Float64 (R, R_c) and their gradients: a Python loop over the classes, each term by
+    autograd through ``eigvalsh`` of the class's d×d Gram matrix (MCR², Yu et al. 2020)."""
+    x = z.detach().to(torch.float64).requires_grad_(True)
+    xn = x / x.norm(dim=1, keepdim=True)
+    m, d = x.shape
+
+    def half_logdet(rows, scale):
+        return 0.5 * torch.log1p(scale * torch.linalg.eigvalsh(rows.T @ rows).clamp_min(0)).sum()
+
+    r = half_logdet(xn, d / (m * eps_sq))
+    r_c = sum(
+        n / m * half_logdet(xn[labels == c], d / (n * eps_sq))
+        for c in torch.unique(labels)
+        for n in [int((labels == c).sum())]
+    )
+    (g_r,) = torch.autograd.grad(r, x, retain_graph=True)
+    (g_rc,) = torch.autograd.grad(r_c, x)
+    return r.detach(), r_c.detach(), g_r, g_rc
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach().to(torch.float64), b.detach().to(torch.float64)
+    return float((a - b).norm() / b.norm())
+
+
+def _value_and_grad(fn, z):
+    z = z.clone().requires_grad_(True)
+    out = fn(z)
+    (g,) = torch.autograd.grad(out, z)
+    return out, g
+
+
+class TestGridAgainstFloat64:
+    @pytest.mark.parametrize("m, d", GRID, ids=[f"{m}x{d}" for m, d in GRID])
+    def test_value_and_gradient(self, m, d):
+        z = torch.randn(m, d, dtype=torch.float32)
+        value, grad = _value_and_grad(coding_rate, z)
+        assert value.dtype == torch.float32 and grad.dtype == torch.float32
+        expected = ref_coding_rate(z)  # eigenvalues of the d×d matrix, float64
+        assert abs(value.double().item() - expected.item()) <= RTOL * abs(expected.item())
+        assert _rel(grad, _ref_grad_eig(z)) <= RTOL
+
+    def test_eig_gradient_reference_equals_the_logdet_one(self):
+        # the cheap reference used on the grid agrees with tests/reference.py's d×d logdet one
+        for m, d in [(30, 70), (70, 30)]:
+            z = torch.randn(m, d, dtype=torch.float64)
+            torch.testing.assert_close(_ref_grad_eig(z), ref_coding_rate_grad(z), rtol=1e-10, atol=0)
+
+    @pytest.mark.parametrize("m, d", [(60, 200), (200, 60)], ids=["rows", "cols"])
+    def test_unnormalised_gradient_is_the_closed_form(self, m, d):
+        # ∂/∂X ½·logdet(I + a·XXᵀ) = a·(I + a·XXᵀ)⁻¹X, evaluated in float64 with a dense solve
+        x = torch.randn(m, d) / d**0.5
+        a = 3.0
+        _, grad = _value_and_grad(lambda t: half_logdet_gram(t, a), x)
+        x64 = x.double()
+        closed = a * torch.linalg.solve(torch.eye(m, dtype=torch.float64) + a * x64 @ x64.T, x64)
+        assert _rel(grad, closed) <= RTOL
+
+
+def _failing_cholesky_ex(real):
+    def fake(mat, *args, **kwargs):
+        factor, info = real(mat, *args, **kwargs)
+        return factor, torch.ones_like(info)  # every factorisation reports failure
+
+    return fake
+
+
+class TestCholeskyFallback:
+    @pytest.mark.parametrize("m, d", [(40, 100), (100, 40)], ids=["rows", "cols"])
+    def test_warns_and_stays_correct(self, monkeypatch, m, d):
+        z = torch.randn(m, d, dtype=torch.float32)
+        good_value, good_grad = _value_and_grad(coding_rate, z)
+        fake = _failing_cholesky_ex(torch.linalg.cholesky_ex)
+        monkeypatch.setattr(torch.linalg, "cholesky_ex", fake)
+        with pytest.warns(CholeskyFallbackWarning, match="falling back to the symmetric eigen"):
+            value, grad = _value_and_grad(coding_rate, z)
+        assert abs(value.double().item() - ref_coding_rate(z).item()) <= RTOL * value.item()
+        assert _rel(grad, _ref_grad_eig(z)) <= RTOL
+        # and it is the same answer as the Cholesky path
+        torch.testing.assert_close(value, good_value, rtol=RTOL, atol=0)
+        assert _rel(grad, good_grad) <= RTOL
+
+    def test_no_warning_when_the_factorisation_succeeds(self, recwarn):
+        _value_and_grad(coding_rate, torch.randn(30, 50))
+        assert not [w for w in recwarn if issubclass(w.category, CholeskyFallbackWarning)]
+
+    def test_batched_class_terms_fall_back_too(self, monkeypatch):
+        z = torch.randn(36, 20, dtype=torch.float32)
+        labels = torch.arange(36) % 4
+        fake = _failing_cholesky_ex(torch.linalg.cholesky_ex)
+        monkeypatch.setattr(torch.linalg, "cholesky_ex", fake)
+        zz = z.clone().requires_grad_(True)
+        with pytest.warns(CholeskyFallbackWarning):
+            out = coding_rate_reduction(zz, labels)
+        (g_rc,) = torch.autograd.grad(out.r_c, zz)
+        _, r_c, _, ref_g_rc = _ref_rate_reduction_grads(z, labels)
+        assert abs(out.r_c.double().item() - r_c.item()) <= RTOL * r_c.item()
+        assert _rel(g_rc, ref_g_rc) <= RTOL
+
+    def test_non_finite_input_raises_instead_of_falling_back(self):
+        z = torch.randn(10, 20)
+        z[3, 4] = float("nan")
+        with pytest.raises(ValueError, match="z must be finite"):
+            coding_rate(z)
+
+
+class TestDoubleBackward:
+    def test_second_derivative_raises_a_clear_error(self):
+        z = torch.randn(12, 30, dtype=torch.float64, requires_grad=True)
+        (g,) = torch.autograd.grad(coding_rate(z), z, create_graph=True)
+        with pytest.raises(RuntimeError, match="differentiate twice"):
+            g.pow(2).sum().backward()
+
+    def test_first_derivative_with_create_graph_is_still_right(self):
+        z = torch.randn(12, 30, dtype=torch.float64, requires_grad=True)
+        (g,) = torch.autograd.grad(coding_rate(z), z, create_graph=True)
+        torch.testing.assert_close(g.detach(), ref_coding_rate_grad(z), rtol=1e-10, atol=1e-12)
+
+
+class TestRateReductionGradients:
+    @pytest.mark.parametrize(
+        "m, d, n_classes",
+        [(60, 64, 5), (120, 8, 3), (33, 200, 7)],
+        ids=["n<d", "n>d", "uneven"],
+    )
+    def test_terms_and_gradients_match_float64(self, m, d, n_classes):
+        z = torch.randn(m, d, dtype=torch.float32)
+        labels = torch.randint(0, n_classes, (m,))
+        labels[:n_classes] = torch.arange(n_classes)  # every class present
+        zz = z.clone().requires_grad_(True)
+        out = coding_rate_reduction(zz, labels)
+        g_r = torch.autograd.grad(out.r, zz, retain_graph=True)[0]
+        g_rc = torch.autograd.grad(out.r_c, zz, retain_graph=True)[0]
+        g_dr = torch.autograd.grad(out.delta_r, zz)[0]
+        r, r_c, ref_g_r, ref_g_rc = _ref_rate_reduction_grads(z, labels)
+        assert abs(out.r.double().item() - r.item()) <= RTOL * r.item()
+        assert abs(out.r_c.double().item() - r_c.item()) <= RTOL * r_c.item()
+        assert _rel(g_r, ref_g_r) <= RTOL
+        assert _rel(g_rc, ref_g_rc) <= RTOL
+        assert _rel(g_dr, ref_g_r - ref_g_rc) <= 10 * RTOL  # a difference of two terms
+
+    def test_absent_class_with_num_classes(self):
+        z = torch.randn(40, 16, dtype=torch.float32)
+        labels = torch.randint(0, 3, (40,))
+        labels[:3] = torch.arange(3)
+        zz = z.clone().requires_grad_(True)
+        out = coding_rate_reduction(zz, labels, num_classes=6)  # classes 3, 4, 5 are absent
+        (g,) = torch.autograd.grad(out.r_c, zz)
+        _, r_c, _, ref_g_rc = _ref_rate_reduction_grads(z, labels)
+        assert abs(out.r_c.double().item() - r_c.item()) <= RTOL * r_c.item()
+        assert _rel(g, ref_g_rc) <= RTOL
