@@ -81,7 +81,7 @@ def resolve_config(args) -> dict:
         if "=" not in item:
             raise ValueError(f"--set must be KEY=VALUE, got {item!r}")
         key, value = item.split("=", 1)
-        config_mod.set_dotted(cfg, key, yaml.safe_load(value))
+        config_mod.set_dotted(cfg, key, config_mod.parse_value(value))
     if args.smoke:
         cfg["name"] = cfg["name"] + "-smoke"
         if not args.seeds:
@@ -118,6 +118,10 @@ def _quiet_inner_bars(show: bool) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    import warnings
+
+    # PML's trainer formats its tqdm description from a tensor that requires grad
+    warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True")
     command = "python -m benchmarks " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     if args.report_only:
         if not args.output:

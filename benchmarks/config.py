@@ -185,6 +185,15 @@ def validate_config(cfg: dict) -> None:
             f"training.batch_size must be a multiple of training.m_per_class, "
             f"got {t['batch_size']} and {t['m_per_class']}"
         )
+    for key in ("lr_trunk", "lr_embedder", "lr_loss", "weight_decay"):
+        v = t.get(key)
+        if isinstance(v, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                t[key] = v = float(v)
+            except ValueError:
+                pass
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            raise ValueError(f"training.{key} must be a non-negative number, got {v!r}")
     methods = cfg["methods"]
     if not isinstance(methods, list) or not methods:
         raise ValueError("methods must be a non-empty list of method entries")
@@ -207,6 +216,17 @@ def validate_config(cfg: dict) -> None:
                     f"dataset.protocols.{pname}.type must be 'zero_shot' or 'superclass', "
                     f"got {p.get('type')!r}"
                 )
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value as YAML, with "3e-4" read as a float (YAML 1.1 wants "3.0e-4")."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def set_dotted(cfg: dict, dotted: str, value: Any) -> None:

@@ -340,7 +340,9 @@ def training_overhead(
     }
 
 
-def bench_training(device: str, smoke: bool, log=print) -> list[dict]:
+def bench_training(device: str, smoke: bool, resnet_cpu_size: int = 0, log=print) -> list[dict]:
+    """The digits MLP on ``device``; the ResNet-18-shaped network on CUDA at 224×224, or on the
+    CPU at ``resnet_cpu_size``² when that is > 0 (a 224² step takes seconds on a laptop CPU)."""
     from benchmarks.models import DigitsMLP
 
     out = []
@@ -351,19 +353,23 @@ def bench_training(device: str, smoke: bool, log=print) -> list[dict]:
     row = training_overhead("DigitsMLP (64-256-256-64)", DigitsMLP, x, labels, steps, warmup)
     log(f"  training {device} DigitsMLP: overhead ratio {row['ratio']:.3f}")
     out.append(row)
-    if device == "cuda":
-        x = torch.randn(64, 3, 224, 224, generator=gen).to(device)
+    size = 224 if device == "cuda" else resnet_cpu_size
+    if size > 0:
+        x = torch.randn(64, 3, size, size, generator=gen).to(device)
         labels = torch.randint(0, 16, (64,), generator=gen).to(device)
-        steps, warmup = (5, 2) if smoke else (60, 10)
+        if device == "cuda":
+            steps, warmup = (5, 2) if smoke else (60, 10)
+        else:
+            steps, warmup = (2, 1) if smoke else (10, 2)
         row = training_overhead("ResNet18Like (512-d)", ResNet18Like, x, labels, steps, warmup)
-        log(f"  training {device} ResNet18Like: overhead ratio {row['ratio']:.3f}")
+        log(f"  training {device} ResNet18Like {size}px: overhead ratio {row['ratio']:.3f}")
         out.append(row)
     else:
         out.append(
             {
                 "model": "ResNet18Like (512-d)",
                 "device": device,
-                "skipped": "measured only on CUDA (3x224x224 input at batch 64)",
+                "skipped": "run on CUDA (3x224x224, batch 64), or on CPU with --resnet-cpu-size",
             }
         )
     return out
@@ -512,7 +518,8 @@ def markdown(report: dict) -> str:
         "",
         "Training step (forward, ContrastiveLoss, backward, Adam), median of interleaved steps:",
         "",
-        "| model | device | batch | without (ms) | with regularizer (ms) | ratio | paired ratio |",
+        "| model | device | batch × input | without (ms) | with regularizer (ms) | ratio "
+        "| paired ratio |",
         "|---|---|---|---|---|---|---|",
     ]
     for t in report["training"]:
@@ -520,7 +527,8 @@ def markdown(report: dict) -> str:
             lines.append(f"| {t['model']} | {t['device']} | | skipped: {t['skipped']} | | | |")
         else:
             lines.append(
-                f"| {t['model']} | {t['device']} | {t['batch']} | {_ms(t['without_median_s'])} "
+                f"| {t['model']} | {t['device']} | {t['batch']}×{'×'.join(map(str, t['input']))} "
+                f"| {_ms(t['without_median_s'])} "
                 f"| {_ms(t['with_median_s'])} | {t['ratio']:.3f} | {t['paired_ratio_median']:.3f} |"
             )
     lines += ["", "Targets: " + ", ".join(f"{k}: {v}" for k, v in report["targets"].items()), ""]
@@ -603,6 +611,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (3; smoke: 1)")
     p.add_argument("--min-run-time", type=float, default=None, help="seconds per autorange")
     p.add_argument("--skip-training", action="store_true", help="skip the training-step overhead")
+    p.add_argument(
+        "--resnet-cpu-size", type=int, default=0, help="also time the ResNet on CPU at this size"
+    )
     return p.parse_args(argv)
 
 
@@ -636,7 +647,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         results += r
         accuracy += a
         if not args.skip_training:
-            training += bench_training(dev, args.smoke)
+            training += bench_training(dev, args.smoke, args.resnet_cpu_size)
     report["metadata"]["loadavg_after"] = _loadavg()
     report["results"], report["accuracy"], report["training"] = results, accuracy, training
     report["targets"] = check_targets(results, accuracy, training)

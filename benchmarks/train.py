@@ -115,6 +115,11 @@ def build_models(cfg: dict, data: ProtocolData, no_learning: bool):
 
         in_dim = int(data.train[0][0].numel())
         return DigitsMLP(in_dim, m.get("hidden", 256), m["embedding_size"]), torch.nn.Identity()
+    if m["name"] == "digits_residual_mlp":
+        from .digits_models import ResidualDigitsMLP
+
+        in_dim = int(data.train[0][0].numel())
+        return ResidualDigitsMLP(in_dim, m.get("hidden", 256), m["embedding_size"]), torch.nn.Identity()
     from .models import build_backbone
 
     return build_backbone(m["name"], m["embedding_size"], m.get("weights"))
@@ -295,4 +300,16 @@ def run_cell(
     _io.atomic_replace_folder(records_dir, paths["records"])
     _io.atomic_write_json(paths["result"], result)
     shutil.rmtree(work, ignore_errors=True)
+    _remove_empty_parents(work, stop=run_dir)
     return result
+
+
+def _remove_empty_parents(path: str, stop: str) -> None:
+    path = os.path.dirname(os.path.abspath(path))
+    stop = os.path.abspath(stop)
+    while path.startswith(stop) and path != stop:
+        try:
+            os.rmdir(path)
+        except OSError:
+            return
+        path = os.path.dirname(path)

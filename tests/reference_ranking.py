@@ -118,12 +118,14 @@ def ref_easy_positive_choices(
 
 def ref_easy_positive_triplets(
     z, labels, ref=None, ref_labels=None, *, neg_strategy, min_pos_distance=1e-2,
-    semihard_fallback="hard",
+    semihard_fallback="hard", normalize=True,
 ):
     """Brute-force triplet set for the deterministic negative strategies."""
     triplets = set()
     for a, (p, negs, dap) in enumerate(
-        ref_easy_positive_choices(z, labels, ref, ref_labels, min_pos_distance=min_pos_distance)
+        ref_easy_positive_choices(
+            z, labels, ref, ref_labels, min_pos_distance=min_pos_distance, normalize=normalize
+        )
     ):
         if p is None or not negs:
             continue

@@ -263,7 +263,7 @@ def coding_rate_reduction(
         >>> z = torch.eye(4)
         >>> out = coding_rate_reduction(z, torch.tensor([0, 0, 1, 1]))
         >>> round(out.r.item(), 4), round(out.r_c.item(), 4)
-        (2.1972, 2.1972)
+        (2.1972, 1.6094)
     """
     check_embeddings(z, "z")
     m, d = z.shape

@@ -21,9 +21,10 @@ _SQ_FLOOR = 1e-12
 def _safe_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Euclidean distances between the rows of x and y in float64, finite gradient everywhere.
 
-    ‖x‖² + ‖y‖² − 2·x·y in float64 resolves distances down to ~1e-7 (float32's Gram product
-    cannot tell rows 1e-4 apart, and ``torch.cdist`` returns exact zeros for them); the double
-    ``where`` gives distance 0 *and* gradient 0 at coinciding rows instead of NaN.
+    ‖x‖² + ‖y‖² − 2·x·y in float64 resolves distances down to ~1e-6 of the rows' norm
+    (float32's Gram product cannot tell rows 1e-4 apart: ``torch.cdist`` returns zeros or
+    ~1e-3 noise for them); the double ``where`` gives distance 0 *and* gradient 0 at coinciding
+    rows instead of NaN.
     """
     norms = (x * x).sum(1, keepdim=True) + (y * y).sum(1).unsqueeze(0)
     sq = norms - 2.0 * x @ y.T
@@ -71,8 +72,9 @@ def ranked_list_loss(
     m the margin, so α − m is the positive boundary)::
 
         P*_i = {j ≠ i : y_j = y_i, d_ij > α − m}      N*_i = {j : y_j ≠ y_i, d_ij < α}
-        L_P(i) = Σ_{P*_i} w⁺_ij·(d_ij − (α − m)) / Σ_{P*_i} w⁺_ij,  w⁺_ij = exp(T_p·(d_ij − (α − m)))
-        L_N(i) = Σ_{N*_i} w⁻_ij·(α − d_ij) / Σ_{N*_i} w⁻_ij,        w⁻_ij = exp(T_n·(α − d_ij))
+        L_P(i) = Σ_{P*_i} w⁺_ij·(d_ij − (α − m)) / Σ_{P*_i} w⁺_ij
+        L_N(i) = Σ_{N*_i} w⁻_ij·(α − d_ij) / Σ_{N*_i} w⁻_ij
+        w⁺_ij = exp(T_p·(d_ij − (α − m))),   w⁻_ij = exp(T_n·(α − d_ij))
 
     T_p = 0 (CVPR) makes L_P the plain mean; T_p > 0 is the TPAMI positive weighting. An empty set
     contributes 0 (with the graph kept). Membership is decided by masks on labels and the
@@ -158,7 +160,8 @@ def _ranked_list_loss_parts(
             y = x if self_ref else torch.nn.functional.normalize(y, dim=1)
         d = _safe_distances(x, y.detach() if query_grad_only else y)
 
-        ref_labels = ref_labels.to(labels.device)
+        labels = labels.to(x.device)
+        ref_labels = ref_labels.to(x.device)
         same = labels.unsqueeze(1) == ref_labels.unsqueeze(0)
         if self_ref:
             same = same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
@@ -188,7 +191,10 @@ class RankedListLoss(BaseMetricLossFunction):
     ``detach_weights=True`` (default) follows the official code, whose weights are constants in
     the backward pass; ``False`` differentiates through them as PML does. The per-query losses
     are returned with ``reduction_type="element"``, so PML reducers apply (default: mean).
-    ``ref_emb`` is supported (e.g. ``CrossBatchMemory``), ``indices_tuple`` is not.
+    ``ref_emb`` is supported (queries against a gallery, e.g. ``DistributedLossWrapper(...,
+    efficient=True)``); ``indices_tuple`` is not, so the loss does not go inside
+    ``CrossBatchMemory``, which always passes one (PML's own ``RankedListLoss`` is not on its
+    list either).
 
     Args:
         margin, Tn, alpha, Tp, lam, detach_weights, query_grad_only: see :func:`ranked_list_loss`.

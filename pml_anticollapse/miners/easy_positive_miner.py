@@ -6,7 +6,13 @@ import torch
 from pytorch_metric_learning.distances import LpDistance
 from pytorch_metric_learning.miners import BaseMiner
 
-from ..functional._checks import check_choice, check_embeddings, check_labels, check_nonnegative, check_positive
+from ..functional._checks import (
+    check_choice,
+    check_embeddings,
+    check_labels,
+    check_nonnegative,
+    check_positive,
+)
 
 NEG_STRATEGIES = ("semihard", "hard", "distance_weighted", "all")
 SEMIHARD_FALLBACKS = ("hard", "skip")
@@ -46,8 +52,9 @@ class EasyPositiveMiner(BaseMiner):
       negative is farther, ``semihard_fallback="hard"`` takes the hardest negative (counted in
       ``num_negative_fallbacks``); ``"skip"`` drops the anchor (counted in ``num_skipped_anchors``).
     - ``"distance_weighted"``: one negative drawn with probability ∝ 1/q(max(d, cutoff)) among
-      those with d < ``nonzero_loss_cutoff`` (Wu et al. 2017, :func:`distance_weighted_log_weights`);
-      uniform over all negatives when none is that close (a fallback). Needs
+      those with d < ``nonzero_loss_cutoff`` (Wu et al. 2017; see
+      :func:`distance_weighted_log_weights`); uniform over all negatives when none is that
+      close (a fallback, counted in ``num_negative_fallbacks``). Needs
       ``LpDistance(p=2, power=1, normalize_embeddings=True)``; draws use ``generator`` (or the
       global RNG), so a fixed seed reproduces them.
     - ``"all"``: every negative, i.e. one triplet per (anchor, negative).
@@ -105,7 +112,9 @@ class EasyPositiveMiner(BaseMiner):
                 f"got {self.nonzero_loss_cutoff}"
             )
         if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+            raise TypeError(
+                f"generator must be a torch.Generator or None, got {type(generator).__name__}"
+            )
         self.generator = generator
         if self.neg_strategy == "distance_weighted":
             dist = self.distance
@@ -160,7 +169,7 @@ class EasyPositiveMiner(BaseMiner):
         ref_labels = ref_labels.to(dev)
         if self.distance.is_inverted:
             far = -mat  # larger = farther, whatever the distance
-            gap = torch.sqrt((2.0 - 2.0 * mat.float()).clamp_min(0.0))
+            gap = (2.0 - 2.0 * mat).clamp_min(0.0).sqrt()
         else:
             far, gap = mat, mat
         same = labels.unsqueeze(1) == ref_labels.unsqueeze(0)

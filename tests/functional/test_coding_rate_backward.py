@@ -143,10 +143,17 @@ class TestCholeskyFallback:
 
 
 class TestDoubleBackward:
-    def test_second_derivative_raises_a_clear_error(self):
-        z = torch.randn(12, 30, dtype=torch.float64, requires_grad=True)
-        (g,) = torch.autograd.grad(coding_rate(z), z, create_graph=True)
-        with pytest.raises(RuntimeError, match="differentiate twice"):
+    # "-R" (the regularizer's neg form: a constant incoming gradient) and "exp(-R)" (the exp
+    # form: an incoming gradient that itself depends on z) take different autograd paths
+    @pytest.mark.parametrize(
+        "outer", [lambda r: -r, lambda r: torch.exp(-r)], ids=["neg", "exp"]
+    )
+    @pytest.mark.parametrize("m, d", [(12, 30), (30, 12)], ids=["rows", "cols"])
+    def test_second_derivative_raises_a_clear_error(self, outer, m, d):
+        z = torch.randn(m, d, dtype=torch.float64, requires_grad=True)
+        (g,) = torch.autograd.grad(outer(coding_rate(z)), z, create_graph=True)
+        # never a silently wrong Hessian-vector product
+        with pytest.raises(RuntimeError, match="differentiate twice|differentiated only once"):
             g.pow(2).sum().backward()
 
     def test_first_derivative_with_create_graph_is_still_right(self):

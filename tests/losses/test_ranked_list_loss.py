@@ -76,7 +76,8 @@ class TestAgainstReference:
         z, labels = _batch(n_classes=4, per_class=3, dim=8)
         a, b = RankedListLoss(detach_weights=True), RankedListLoss(detach_weights=False)
         torch.testing.assert_close(a(z, labels), b(z, labels))
-        assert not torch.allclose(_grad(lambda x: a(x, labels), z), _grad(lambda x: b(x, labels), z))
+        ga, gb = _grad(lambda x: a(x, labels), z), _grad(lambda x: b(x, labels), z)
+        assert not torch.allclose(ga, gb)
 
     def test_gradcheck_full_gradient(self):
         z, labels = _batch(n_classes=3, per_class=3, dim=5)
@@ -89,7 +90,8 @@ class TestAgainstReference:
         z, labels = _batch(n_classes=4, per_class=3, dim=8, seed=1)
         ref, ref_labels = _batch(n_classes=5, per_class=4, dim=8, seed=2)
         for kw in (dict(), dict(Tp=2.0, detach_weights=False)):
-            ours = _grad(lambda x: RankedListLoss(**kw)(x, labels, ref_emb=ref, ref_labels=ref_labels), z)
+            loss = RankedListLoss(**kw)
+            ours = _grad(lambda x: loss(x, labels, ref_emb=ref, ref_labels=ref_labels), z)
             want = _grad(lambda x: ref_ranked_list_loss(x, labels, ref, ref_labels, **kw).mean(), z)
             torch.testing.assert_close(ours, want, rtol=1e-9, atol=1e-12)
             torch.testing.assert_close(
@@ -170,7 +172,8 @@ class TestDegenerateBatches:
         # α small: no negative is closer than α, L = L_P
         z, labels = _batch(n_classes=4, per_class=3, dim=8)
         ours = RankedListLoss(margin=0.3, alpha=0.5)(z, labels)
-        torch.testing.assert_close(ours, ref_ranked_list_loss(z, labels, margin=0.3, alpha=0.5).mean())
+        want = ref_ranked_list_loss(z, labels, margin=0.3, alpha=0.5).mean()
+        torch.testing.assert_close(ours, want)
         no_neg = RankedListLoss(margin=0.3, alpha=0.5, lam=0.0)(z, labels)
         torch.testing.assert_close(ours, no_neg)
         assert ours > 0
@@ -200,12 +203,30 @@ class TestAgainstPML:
         )
         assert not torch.isfinite(_pml(Tn=10.0)(z, labels))  # PML: inf / inf
 
+    def test_huge_temperature_stays_finite(self):
+        # exp(T_n·(α − d)) overflows even float64 at T_n = 5000; the max-subtracted weights
+        # pick the closest negative: L_N(i) → α − min_{N*_i} d_ij (and L_P → max excess at T_p)
+        z, labels = _batch(n_classes=4, per_class=3, dim=8)
+        d = torch.tensor(ref_distance_matrix(z), dtype=torch.float64)
+        same = labels[:, None] == labels[None]
+        off = ~torch.eye(12, dtype=torch.bool)
+        neg = torch.where(~same & (d < 1.2), d, torch.inf).amin(1)
+        pos = torch.where(same & off & (d > 0.8), d, -torch.inf).amax(1)
+        want = torch.where(torch.isfinite(pos), pos - 0.8, 0.0) + torch.where(
+            torch.isfinite(neg), 1.2 - neg, 0.0
+        )
+        ours = ranked_list_loss(z, labels, Tn=5000.0, Tp=5000.0)
+        torch.testing.assert_close(ours, want, rtol=0, atol=1e-3)
+        loss = RankedListLoss(Tn=5000.0, Tp=5000.0)
+        assert torch.isfinite(_grad(lambda x: loss(x, labels), z)).all()
+
     def test_bfloat16_autocast(self):
         z, labels = _batch(n_classes=4, per_class=3, dim=8, dtype=torch.float32)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = RankedListLoss()(z, labels)
         assert out.dtype == torch.float32
-        torch.testing.assert_close(out.double(), ref_ranked_list_loss(z, labels).mean(), rtol=1e-5, atol=1e-6)
+        want = ref_ranked_list_loss(z, labels).mean()
+        torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=1e-6)
 
 
 class TestPMLContract:
@@ -275,3 +296,28 @@ class TestBadInput:
         z, labels = _batch(n_classes=2, per_class=2, dim=4)
         with pytest.raises(ValueError, match="indices_tuple is not supported"):
             RankedListLoss()(z, labels, (torch.tensor([0]), torch.tensor([1]), torch.tensor([2])))
+
+
+class TestDevice:
+    def test_value_and_gradient_on_device(self, device):
+        z, labels = _batch(n_classes=4, per_class=3, dim=8, dtype=torch.float32)
+        x = z.to(device).requires_grad_(True)
+        out = RankedListLoss(Tp=1.0)(x, labels.to(device))
+        out.backward()
+        assert out.device.type == device
+        torch.testing.assert_close(
+            out.double().cpu(), ref_ranked_list_loss(z, labels, Tp=1.0).mean(), rtol=1e-5, atol=1e-6
+        )
+        want = _grad(lambda v: ref_ranked_list_loss(v, labels, Tp=1.0).mean(), z.double())
+        torch.testing.assert_close(x.grad.double().cpu(), want, rtol=1e-4, atol=1e-6)
+
+    def test_half_autocast_on_device(self, device):
+        if device == "cpu":
+            pytest.skip("float16 autocast is a CUDA feature")
+        z, labels = _batch(n_classes=4, per_class=3, dim=8, dtype=torch.float32)
+        with torch.autocast("cuda", dtype=torch.float16):
+            h = torch.nn.Linear(8, 8).to(device)(z.to(device))
+            out = RankedListLoss(Tn=20.0)(h, labels.to(device))
+        assert h.dtype == torch.float16 and torch.isfinite(out)
+        want = ref_ranked_list_loss(h.detach().double().cpu(), labels, Tn=20.0).mean()
+        torch.testing.assert_close(out.double().cpu(), want, rtol=1e-5, atol=1e-6)

@@ -3,8 +3,6 @@ TripletMarginLoss / MarginLoss / CrossBatchMemory pipelines."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from pytorch_metric_learning import losses as pml_losses
@@ -74,12 +72,16 @@ class TestAgainstBruteForce:
         d = LpDistance(normalize_embeddings=False)
         hard = EasyPositiveMiner("semihard", distance=d)
         out = _triplets(hard(z, labels))
-        assert _triplets_from_ref_unnormalised(z, labels, "hard") == out
+        assert out == ref_easy_positive_triplets(
+            z, labels, neg_strategy="semihard", semihard_fallback="hard", normalize=False
+        )
         assert (0, 1, 2) in out  # the hardest negative, not a dropped anchor
         assert int(hard.num_negative_fallbacks) == 1
         skip = EasyPositiveMiner("semihard", semihard_fallback="skip", distance=d)
         out_skip = _triplets(skip(z, labels))
-        assert _triplets_from_ref_unnormalised(z, labels, "skip") == out_skip
+        assert out_skip == ref_easy_positive_triplets(
+            z, labels, neg_strategy="semihard", semihard_fallback="skip", normalize=False
+        )
         assert 0 not in {a for a, _, _ in out_skip}
         assert int(skip.num_skipped_anchors) == int(hard.num_negative_fallbacks)
         assert int(skip.num_negative_fallbacks) == 0
@@ -105,26 +107,6 @@ class TestAgainstBruteForce:
             lp = EasyPositiveMiner(strategy)(z, labels)
             cos = EasyPositiveMiner(strategy, distance=CosineSimilarity())(z, labels)
             assert _triplets(lp) == _triplets(cos)
-
-
-def _triplets_from_ref_unnormalised(z, labels, fallback):
-    """Brute force on raw (unnormalised) coordinates, for the hand-built fallback batch."""
-    triplets = set()
-    lab = labels.tolist()
-    pts = z.tolist()
-    for a in range(len(pts)):
-        d = [math.dist(pts[a], q) for q in pts]
-        pos = [j for j in range(len(pts)) if j != a and lab[j] == lab[a] and d[j] > 1e-2]
-        negs = [j for j in range(len(pts)) if lab[j] != lab[a]]
-        if not pos or not negs:
-            continue
-        p = min(pos, key=lambda j: d[j])
-        farther = [j for j in negs if d[j] > d[p]]
-        if farther:
-            triplets.add((a, p, min(farther, key=lambda j: d[j])))
-        elif fallback == "hard":
-            triplets.add((a, p, min(negs, key=lambda j: d[j])))
-    return triplets
 
 
 class TestAgainstPML:
@@ -188,7 +170,8 @@ class TestDistanceWeighted:
         z, labels, *_ = self._setup()
         runs = []
         for _ in range(2):
-            miner = EasyPositiveMiner("distance_weighted", generator=torch.Generator().manual_seed(3))
+            g = torch.Generator().manual_seed(3)
+            miner = EasyPositiveMiner("distance_weighted", generator=g)
             runs.append([miner(z, labels)[2] for _ in range(5)])
         assert all(torch.equal(x, y) for x, y in zip(*runs))
         torch.manual_seed(11)
@@ -274,7 +257,9 @@ class TestBadInput:
 
     def test_ref_labels_wrong_length(self):
         with pytest.raises(ValueError, match=r"ref_labels must have shape \(5,\)"):
-            EasyPositiveMiner()(torch.randn(4, 3), torch.tensor([0, 1, 0, 1]), torch.randn(5, 3), torch.tensor([0]))
+            EasyPositiveMiner()(
+                torch.randn(4, 3), torch.tensor([0, 1, 0, 1]), torch.randn(5, 3), torch.tensor([0])
+            )
 
     def test_ref_emb_without_ref_labels(self):
         with pytest.raises(ValueError, match="ref_emb and ref_labels must be given together"):
@@ -282,10 +267,19 @@ class TestBadInput:
 
     def test_ref_emb_wrong_dim(self):
         with pytest.raises(ValueError, match="ref_emb must have dim 3"):
-            EasyPositiveMiner()(torch.randn(4, 3), torch.tensor([0, 1, 0, 1]), torch.randn(5, 2), torch.zeros(5, dtype=torch.long))
+            EasyPositiveMiner()(
+                torch.randn(4, 3),
+                torch.tensor([0, 1, 0, 1]),
+                torch.randn(5, 2),
+                torch.zeros(5, dtype=torch.long),
+            )
 
     def test_unknown_strategy(self):
-        with pytest.raises(ValueError, match="neg_strategy must be one of 'semihard', 'hard', 'distance_weighted', 'all', got 'easy'"):
+        expected = (
+            "neg_strategy must be one of 'semihard', 'hard', 'distance_weighted', 'all', "
+            "got 'easy'"
+        )
+        with pytest.raises(ValueError, match=expected):
             EasyPositiveMiner("easy")
         with pytest.raises(ValueError, match="semihard_fallback must be one of"):
             EasyPositiveMiner(semihard_fallback="random")
@@ -305,3 +299,23 @@ class TestBadInput:
     def test_float_labels(self):
         with pytest.raises(TypeError, match="labels must have an integer dtype"):
             EasyPositiveMiner()(torch.randn(4, 3), torch.tensor([0.0, 1.0, 0.0, 1.0]))
+
+
+class TestDevice:
+    @pytest.mark.parametrize("neg_strategy", DETERMINISTIC)
+    def test_triplets_on_device(self, device, neg_strategy):
+        z, labels = _batch(seed=12)
+        out = EasyPositiveMiner(neg_strategy)(z.to(device), labels.to(device))
+        assert all(t.device.type == device for t in out)
+        want = ref_easy_positive_triplets(z, labels, neg_strategy=neg_strategy)
+        assert _triplets(out) == want
+
+    def test_cpu_generator_with_device_tensors(self, device):
+        z, labels = _batch(seed=13)
+        runs = []
+        for _ in range(2):
+            g = torch.Generator().manual_seed(5)
+            miner = EasyPositiveMiner("distance_weighted", generator=g)
+            runs.append(miner(z.float().to(device), labels.to(device)))
+        assert runs[0][2].device.type == device
+        assert all(torch.equal(x, y) for x, y in zip(*runs))

@@ -1,0 +1,317 @@
+"""The harness end to end (smoke run through ``python -m benchmarks``) and its parts."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks import cli, config, data, registry, report, train
+from tests.benchmarks._util import run_cli, sqlite_dump
+
+
+def map_at_r_reference(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(P@1, MAP@R) by brute force in float64, queries = references, self excluded.
+
+    Independent of PML/faiss: full argsort of Euclidean distances of the L2-normalised rows.
+    """
+    x = x.astype(np.float64)
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    d = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    order = np.argsort(d, axis=1, kind="stable")
+    p1, aps = [], []
+    for i in range(len(y)):
+        r = int((y == y[i]).sum()) - 1
+        rel = (y[order[i, :r]] == y[i]).astype(np.float64)
+        prec = np.cumsum(rel) / np.arange(1, r + 1)
+        aps.append((prec * rel).sum() / r)
+        p1.append(rel[0])
+    return float(np.mean(p1)), float(np.mean(aps))
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke") / "run"
+    proc = run_cli("--smoke", "--output", str(out), "--progress", "none")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc
+
+
+class TestSmokeRun:
+    def test_every_method_of_the_default_grid_has_a_row(self, smoke_run):
+        out, proc = smoke_run
+        table = (out / "table.md").read_text()
+        assert table in proc.stdout  # printed and saved
+        cfg = config.load_config()
+        results = json.loads((out / "results.json").read_text())
+        skipped = results["metadata"]["skipped"]
+        for protocol in ("zero_shot", "superclass"):
+            for m in cfg["methods"]:
+                if m["name"] in skipped:
+                    assert f"`{m['name']}`" in table
+                    continue
+                assert m["name"] in results["summary"][protocol]
+        assert f"| no_learning |" in table
+        for label in ("P@1", "R-Prec", "MAP@R", "NMI", "eff. rank"):
+            assert label in table
+
+    def test_no_learning_row_equals_brute_force_reference(self, smoke_run):
+        out, _ = smoke_run
+        cell = json.loads((out / "cells" / "zero_shot" / "no_learning" / "seed0.json").read_text())
+        x, y = data.load_digits_arrays()
+        keep = y >= 5
+        p1, map_r = map_at_r_reference(x[keep], y[keep])
+        assert cell["metrics"]["precision_at_1"] == pytest.approx(p1, abs=1e-6)
+        assert cell["metrics"]["mean_average_precision_at_r"] == pytest.approx(map_r, abs=1e-6)
+        assert map_r == pytest.approx(0.606, abs=5e-4)  # REFERENCE.md §6
+
+    def test_results_json_metadata(self, smoke_run):
+        out, _ = smoke_run
+        results = json.loads((out / "results.json").read_text())
+        meta = results["metadata"]
+        for key in ("commit", "versions", "device", "seeds", "config", "hardware"):
+            assert key in meta
+        assert meta["seeds"] == [0]
+        assert meta["versions"]["pytorch_metric_learning"]
+        assert meta["config"]["training"]["iterations_per_epoch"] == 2
+        assert meta["missing_cells"] == []
+        n_methods = len(config.load_config()["methods"]) - len(meta["skipped"])
+        assert len(results["results"]) == 2 * n_methods
+
+    def test_plots_are_png(self, smoke_run):
+        out, _ = smoke_run
+        for protocol in ("zero_shot", "superclass"):
+            for kind in ("spectrum", "metrics"):
+                assert (out / f"{kind}_{protocol}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    def test_records_csv_and_sqlite(self, smoke_run):
+        out, _ = smoke_run
+        rec = out / "records" / "zero_shot" / "triplet" / "seed0"
+        tables = sqlite_dump(str(rec / "logs.db"))
+        assert "loss_histories" in tables
+        acc = [t for t in tables if t.startswith("accuracies")]
+        assert acc, sorted(tables)
+        assert (rec / "loss_histories.csv").exists()
+        assert not (out / "work").exists()  # finished cells leave no working folder
+
+    def test_report_rebuilds_from_the_run_folder(self, smoke_run):
+        out, _ = smoke_run
+        before = (out / "table.md").read_text()
+        (out / "table.md").unlink()
+        proc = run_cli("--report-only", "--output", str(out), "--no-plots")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert (out / "table.md").read_text() == before
+
+    def test_rerun_with_same_command_does_no_work(self, smoke_run):
+        out, _ = smoke_run
+        proc = run_cli("--smoke", "--output", str(out), "--progress", "none", "--no-plots")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "cells in" in proc.stdout
+        seconds = float(proc.stdout.split("cells in ")[1].split(" s")[0])
+        assert seconds < 5.0
+
+    def test_other_config_in_same_folder_is_refused(self, smoke_run):
+        out, _ = smoke_run
+        proc = run_cli("--smoke", "--epochs", "2", "--output", str(out), "--progress", "none")
+        assert proc.returncode != 0
+        assert "another configuration" in proc.stderr
+
+
+class TestConfig:
+    def test_default_config_loads(self):
+        cfg = config.load_config()
+        assert cfg["dataset"]["name"] == "digits"
+        assert set(cfg["dataset"]["protocols"]) == {"zero_shot", "superclass"}
+        assert cfg["methods"][0]["name"] == "no_learning"
+
+    @pytest.mark.parametrize(
+        "key, value, match",
+        [
+            ("seeds", [0, 0], "seeds must not repeat"),
+            ("seeds", [], "seeds must be a non-empty list"),
+            ("training.batch_size", 50, "training.batch_size must be a multiple of training.m_per_class"),
+            ("training.epochs", -1, "training.epochs must be a positive integer"),
+            ("dataset.name", "mnist", "dataset.name must be one of"),
+            ("dataset.protocols.zero_shot.type", "fewshot", r"dataset.protocols.zero_shot.type must be"),
+        ],
+    )
+    def test_invalid_values_are_named(self, key, value, match):
+        cfg = config.load_config()
+        config.set_dotted(cfg, key, value)
+        with pytest.raises(ValueError, match=match):
+            config.validate_config(cfg)
+
+    def test_cli_overrides(self):
+        args = cli.parse_args(["--seeds", "3", "4", "--epochs", "2", "--set", "training.lr_trunk=0.5",
+                               "--device", "cpu"])
+        cfg = cli.resolve_config(args)
+        assert cfg["seeds"] == [3, 4]
+        assert cfg["training"]["epochs"] == 2
+        assert cfg["training"]["lr_trunk"] == 0.5
+        assert cfg["device"] == "cpu"
+
+    def test_smoke_overrides(self):
+        cfg = cli.resolve_config(cli.parse_args(["--smoke"]))
+        assert cfg["seeds"] == [0] and cfg["training"]["epochs"] == 1
+        assert cfg["training"]["iterations_per_epoch"] == 2
+        assert cfg["name"].endswith("-smoke")
+
+    def test_set_needs_key_value(self):
+        with pytest.raises(ValueError, match="--set must be KEY=VALUE"):
+            cli.resolve_config(cli.parse_args(["--set", "training.epochs"]))
+
+    def test_identity_ignores_selection_keys(self):
+        a = config.load_config()
+        b = config.load_config()
+        b["seeds"] = [7]
+        b["device"] = "cuda"
+        assert config.identity(a) == config.identity(b)
+        b["training"]["epochs"] = 99
+        assert config.identity(a) != config.identity(b)
+
+
+class TestRegistry:
+    def test_plugin_before_pml(self):
+        import pml_anticollapse.losses as plugin_losses
+        from pytorch_metric_learning import losses
+
+        assert registry.resolve("MCR2Loss") is plugin_losses.MCR2Loss
+        assert registry.resolve("ContrastiveLoss") is losses.ContrastiveLoss
+        assert registry.resolve("pytorch_metric_learning.miners.MultiSimilarityMiner").__name__ == "MultiSimilarityMiner"
+
+    def test_missing_class(self):
+        with pytest.raises(registry.MissingClassError, match="NoSuchLoss"):
+            registry.resolve("NoSuchLoss")
+        with pytest.raises(registry.MissingClassError, match="no attribute 'Nope'"):
+            registry.resolve("pml_anticollapse.miners.Nope")
+        method = {"name": "x", "loss": {"class": "TripletMarginLoss"}, "miner": {"class": "pml_anticollapse.miners.Nope"}}
+        assert "Nope" in registry.check_available(method)
+        assert registry.check_available({"name": "y", "loss": {"class": "TripletMarginLoss"}}) is None
+
+    def test_nested_build_fills_context(self):
+        spec = {
+            "class": "AntiCollapseLoss",
+            "args": {"loss": {"class": "ProxyAnchorLoss", "args": {"margin": 0.2}}, "target": "proxies"},
+        }
+        loss = registry.build(spec, {"num_classes": 7, "embedding_size": 16})
+        assert loss.loss.proxies.shape == (7, 16)
+        assert loss.loss.margin == 0.2
+        reg = registry.build({"class": "TripletMarginLoss", "args": {
+            "embedding_regularizer": {"class": "CodingRateRegularizer", "args": {"eps_sq": 0.25}},
+            "embedding_reg_weight": 0.5}})
+        assert reg.embedding_regularizer.eps_sq == 0.25
+        assert reg.embedding_reg_weight == 0.5
+
+    def test_bad_spec(self):
+        with pytest.raises(ValueError, match="unknown keys"):
+            registry.build({"class": "TripletMarginLoss", "kwargs": {}})
+        with pytest.raises(TypeError, match="cannot build TripletMarginLoss"):
+            registry.build({"class": "TripletMarginLoss", "args": {"no_such_arg": 1}})
+
+    def test_missing_class_method_is_skipped_not_fatal(self, tmp_path):
+        cfg_path = tmp_path / "cfg.yaml"
+        cfg_path.write_text(
+            "name: skip-test\nseeds: [0]\nthreads: 1\n"
+            "dataset: {name: digits, protocols: {zs: {type: zero_shot, train_classes: [0, 1], test_classes: [2, 3]}}}\n"
+            "methods:\n"
+            "  - {name: no_learning, no_learning: true}\n"
+            "  - {name: ghost, loss: {class: GhostLoss}}\n"
+        )
+        out = tmp_path / "run"
+        assert cli.main(["--config", str(cfg_path), "--output", str(out), "--progress", "none", "--no-plots"]) == 0
+        table = (out / "table.md").read_text()
+        assert "`ghost`: class 'GhostLoss'" in table
+        assert "| no_learning |" in table
+
+
+class TestDigitsProtocols:
+    def test_zero_shot_is_class_disjoint(self):
+        p = data.digits_protocol("z", {"type": "zero_shot", "train_classes": [0, 1, 2], "test_classes": [7, 9]})
+        x, y = data.load_digits_arrays()
+        assert len(p.train) == int(np.isin(y, [0, 1, 2]).sum())
+        assert sorted(p.train.labels.unique().tolist()) == [0, 1, 2]
+        assert sorted(p.test.labels.unique().tolist()) == [7, 9]
+        assert p.num_train_classes == 3
+
+    def test_superclass_labels_and_split(self):
+        groups = [[0, 6, 8, 9], [1, 4, 7], [2, 3, 5]]
+        p = data.digits_protocol("s", {"type": "superclass", "groups": groups, "test_fraction": 0.25})
+        x, y = data.load_digits_arrays()
+        coarse = {c: g for g, m in enumerate(groups) for c in m}
+        # each held-out image keeps its fine digit; each training image its coarse group
+        assert sorted(p.test.labels.unique().tolist()) == list(range(10))
+        assert sorted(p.train.labels.unique().tolist()) == [0, 1, 2]
+        for c in range(10):
+            n = int((y == c).sum())
+            assert int((p.test.labels == c).sum()) == round(0.25 * n)
+        # the training images of digit c carry label coarse[c]: match rows back to the data
+        rows = {tuple(r): int(t) for r, t in zip(x, y)}
+        for xi, li in zip(p.train.x[:200], p.train.labels[:200]):
+            assert coarse[rows[tuple(xi.numpy())]] == int(li)
+        assert len(p.train) + len(p.test) == len(y)
+
+    @pytest.mark.parametrize(
+        "spec, match",
+        [
+            ({"type": "zero_shot", "train_classes": [0, 1], "test_classes": [1, 2]}, "must be disjoint"),
+            ({"type": "zero_shot", "train_classes": [0, 11], "test_classes": [2]}, "train_classes must be"),
+            ({"type": "superclass", "groups": [[0, 1], [1, 2]]}, "digit 1 is in two groups"),
+            ({"type": "superclass", "groups": [[0, 1], [2]], "test_fraction": 1.5}, "test_fraction must be"),
+        ],
+    )
+    def test_bad_protocols(self, spec, match):
+        with pytest.raises(ValueError, match=match):
+            data.digits_protocol("p", spec)
+
+
+class TestSamplerAndReport:
+    @pytest.mark.parametrize("m, bs, c, expected", [(12, 60, 5, 12), (12, 60, 2, 30), (12, 60, 3, 20), (8, 64, 3, 32)])
+    def test_effective_m_per_class(self, m, bs, c, expected):
+        got = train.effective_m_per_class(m, bs, c)
+        assert got == expected
+        assert bs % got == 0 and got * c >= bs
+
+    def test_aggregate_mean_and_sample_std(self):
+        rng = np.random.default_rng(0)
+        vals = rng.random(4)
+        cells = [{"protocol": "p", "method": "m", "seed": i, "metrics": {"precision_at_1": float(v)}}
+                 for i, v in enumerate(vals)]
+        agg = report.aggregate(cells)["p"]["m"]
+        assert agg["precision_at_1"]["mean"] == pytest.approx(vals.mean())
+        assert agg["precision_at_1"]["std"] == pytest.approx(np.std(vals, ddof=1))
+        assert agg["seeds"] == [0, 1, 2, 3]
+
+    def test_atomic_write_leaves_no_temp(self, tmp_path):
+        from benchmarks import _io
+
+        p = tmp_path / "a.json"
+        _io.atomic_write_json(str(p), {"x": 1})
+        _io.atomic_write_json(str(p), {"x": 2})
+        assert json.loads(p.read_text()) == {"x": 2}
+        assert os.listdir(tmp_path) == ["a.json"]
+
+    def test_cpu_device_pick(self):
+        assert cli.pick_device("cpu") == torch.device("cpu")
+        if not torch.cuda.is_available():
+            with pytest.raises(ValueError, match="CUDA is not available"):
+                cli.pick_device("cuda")
+
+
+class TestNumbers:
+    def test_exponent_without_dot_is_a_float(self):
+        cfg = cli.resolve_config(cli.parse_args(["--set", "training.lr_trunk=3e-4"]))
+        assert cfg["training"]["lr_trunk"] == pytest.approx(3e-4)
+        cfg = config.load_config()
+        cfg["training"]["lr_loss"] = "1e-2"
+        config.validate_config(cfg)
+        assert cfg["training"]["lr_loss"] == pytest.approx(1e-2)
+
+    def test_bad_learning_rate(self):
+        cfg = config.load_config()
+        cfg["training"]["lr_trunk"] = "fast"
+        with pytest.raises(ValueError, match="training.lr_trunk must be a non-negative number"):
+            config.validate_config(cfg)

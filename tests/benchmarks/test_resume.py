@@ -1,0 +1,168 @@
+"""A run killed with SIGKILL and restarted with the same command loses and duplicates nothing.
+
+An uninterrupted reference run and a run killed twice (once inside a cell, between an epoch's end
+and its checkpoint, once just after a cell was committed) must give the same table, the same
+per-cell results and the same record-keeper records, row for row.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.benchmarks._util import REPO, cli_command, cli_env, run_cli, sqlite_dump
+
+CONFIG = """\
+name: resume-test
+seeds: [0, 1]
+threads: 1
+dataset:
+  name: digits
+  protocols:
+    zs: {type: zero_shot, train_classes: [0, 1, 2, 3, 4], test_classes: [5, 6, 7, 8, 9]}
+training: {epochs: 3, batch_size: 40, m_per_class: 8, iterations_per_epoch: 4, log_freq: 1}
+methods:
+  - {name: no_learning, no_learning: true}
+  - name: triplet+ac
+    loss:
+      class: TripletMarginLoss
+      args:
+        margin: 0.2
+        embedding_regularizer: {class: CodingRateRegularizer}
+        embedding_reg_weight: 0.1
+  - name: proxy_anchor
+    loss: {class: ProxyAnchorLoss, args: {margin: 0.1, alpha: 32}}
+"""
+# cells in plan order: no_learning/0, no_learning/1, triplet+ac/0, triplet+ac/1, proxy_anchor/0, ...
+N_CELLS = 6
+
+
+def _args(cfg, out):
+    return ["--config", str(cfg), "--output", str(out), "--progress", "none", "--no-plots"]
+
+
+def _wait_for(pred, proc, timeout=120.0):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if pred():
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.01)
+    return False
+
+
+def _kill(proc):
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def _cells(out):
+    return sorted(glob.glob(os.path.join(out, "cells", "*", "*", "*.json")))
+
+
+def _records(out):
+    rec = {}
+    for folder in sorted(glob.glob(os.path.join(out, "records", "*", "*", "*"))):
+        key = os.path.relpath(folder, out)
+        files = {}
+        for name in sorted(os.listdir(folder)):
+            p = os.path.join(folder, name)
+            if name.endswith(".csv"):
+                with open(p) as f:
+                    files[name] = f.read()
+        files["logs.db"] = sqlite_dump(os.path.join(folder, "logs.db"))
+        rec[key] = files
+    return rec
+
+
+def _strip_volatile(cell):
+    return {k: v for k, v in cell.items() if k not in ("seconds", "resumed_from_epoch")}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("resume")
+    cfg = base / "cfg.yaml"
+    cfg.write_text(CONFIG)
+    ref, killed = base / "ref", base / "killed"
+
+    proc = run_cli(*_args(cfg, ref))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    env = cli_env({"BENCHMARKS_TEST_SLEEP_BEFORE_CHECKPOINT": "0.4"})
+    work_ckpt = os.path.join(killed, "work", "zs", "triplet+ac", "seed0", "ckpt.pt")
+
+    # kill 1: inside cell triplet+ac/seed0, after epoch 1's checkpoint, during epoch 2's window
+    # (epoch 2 has run and its records are in memory, its checkpoint not yet written)
+    p = subprocess.Popen(cli_command(*_args(cfg, killed)), cwd=REPO, env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert _wait_for(lambda: os.path.exists(work_ckpt), p), "no checkpoint appeared"
+    time.sleep(0.15)
+    _kill(p)
+    first_ckpt_epoch = __import__("torch").load(work_ckpt, weights_only=False)["epoch"]
+    n_cells_after_kill1 = len(_cells(killed))
+
+    # kill 2: right after one more cell is committed
+    p = subprocess.Popen(cli_command(*_args(cfg, killed)), cwd=REPO, env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert _wait_for(lambda: len(_cells(killed)) >= n_cells_after_kill1 + 1, p), "no cell committed"
+    _kill(p)
+    n_cells_after_kill2 = len(_cells(killed))
+
+    proc = run_cli(*_args(cfg, killed))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {
+        "ref": ref, "killed": killed, "first_ckpt_epoch": first_ckpt_epoch,
+        "n1": n_cells_after_kill1, "n2": n_cells_after_kill2,
+    }
+
+
+class TestResumeAfterSigkill:
+    def test_kills_happened_mid_run(self, runs):
+        assert 1 <= runs["first_ckpt_epoch"] < 3
+        assert runs["n1"] < runs["n2"] < N_CELLS
+
+    def test_the_killed_cell_resumed_from_its_checkpoint(self, runs):
+        cell = json.loads((runs["killed"] / "cells" / "zs" / "triplet+ac" / "seed0.json").read_text())
+        assert cell["resumed_from_epoch"] == runs["first_ckpt_epoch"]
+
+    def test_same_cells_no_loss_no_duplicate(self, runs):
+        ref, killed = _cells(runs["ref"]), _cells(runs["killed"])
+        assert len(ref) == N_CELLS
+        assert [os.path.relpath(p, runs["ref"]) for p in ref] == [os.path.relpath(p, runs["killed"]) for p in killed]
+        for a, b in zip(ref, killed):
+            with open(a) as fa, open(b) as fb:
+                assert _strip_volatile(json.load(fa)) == _strip_volatile(json.load(fb)), a
+
+    def test_same_table(self, runs):
+        def body(p):
+            text = (p / "table.md").read_text()
+            return text[text.index("### "):]
+
+        assert body(runs["ref"]) == body(runs["killed"])
+        results = json.loads((runs["killed"] / "results.json").read_text())
+        assert results["metadata"]["missing_cells"] == []
+        assert len(results["results"]) == N_CELLS
+
+    def test_same_records_row_for_row(self, runs):
+        ref, killed = _records(runs["ref"]), _records(runs["killed"])
+        assert sorted(ref) == sorted(killed)
+        assert len(ref) == N_CELLS
+        for key in ref:
+            assert ref[key] == killed[key], key
+        # loss history: one row per iteration, 3 epochs x 4 iterations, no repeats
+        hist = killed["records/zs/triplet+ac/seed0"]["logs.db"]["loss_histories"]
+        assert len(hist) == 12
+
+    def test_no_working_files_left(self, runs):
+        assert not (runs["killed"] / "work").exists()
+        leftovers = glob.glob(os.path.join(runs["killed"], "**", ".tmp-*"), recursive=True)
+        assert leftovers == []

@@ -1,0 +1,128 @@
+"""benchmarks/speed.py: the --smoke run CI does, and the pieces its figures rest on."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from benchmarks import speed
+from tests.reference import ref_coding_rate, ref_coding_rate_grad
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("speed")
+    report = speed.main(["--smoke", "--devices", "cpu", "--out", str(out)])
+    return out, report
+
+
+class TestSmokeRun:
+    def test_writes_json_markdown_and_plot(self, smoke):
+        out, report = smoke
+        on_disk = json.loads((out / "speed.json").read_text())
+        assert on_disk == json.loads(json.dumps(report))
+        meta = on_disk["metadata"]
+        for key in ("commit", "versions", "device", "threads", "date", "command"):
+            assert key in meta, key
+        assert meta["versions"]["torch"] == torch.__version__
+        assert meta["threads"] == torch.get_num_threads()
+        md = (out / "speed.md").read_text()
+        assert "| device | precision | m×d | pass |" in md
+        for m, d in speed.SMOKE_GRID:
+            assert f"{m}×{d}" in md
+        pytest.importorskip("matplotlib")
+        assert (out / "speed_ratios.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    def test_every_case_is_timed_against_every_baseline(self, smoke):
+        _, report = smoke
+        keys = {
+            (r["precision"], r["m"], r["d"], r["pass"], r["impl"]) for r in report["results"]
+        }
+        for precision in ("float32", "bf16-autocast"):
+            for m, d in speed.SMOKE_GRID:
+                for pass_ in speed.PASSES:
+                    for impl in speed.IMPLS:
+                        assert (precision, m, d, pass_, impl) in keys
+        for r in report["results"]:
+            assert r["median_s"] > 0 and math.isfinite(r["median_s"])
+            assert r["iqr_s"] >= 0 and r["n_blocks"] >= 1
+            if r["impl"] == "ours":
+                assert r["ratio_vs_ours"] == 1.0
+
+    def test_float32_agrees_with_the_float64_reference(self, smoke):
+        _, report = smoke
+        ours = [a for a in report["accuracy"] if a["impl"] == "ours"]
+        assert len(ours) == 2 * len(speed.SMOKE_GRID)  # float32 and bf16 autocast
+        for a in ours:  # ours switches autocast off: float32 accuracy in both
+            assert a["value_rel_err"] <= speed.ACCURACY_RTOL
+            assert a["grad_rel_err"] <= speed.ACCURACY_RTOL
+        assert report["targets"]["float32_matches_float64_reference"] is True
+
+    def test_training_overhead_rows(self, smoke):
+        _, report = smoke
+        mlp, resnet = report["training"]
+        assert mlp["model"].startswith("DigitsMLP") and mlp["batch"] == 128
+        assert mlp["ratio"] == pytest.approx(mlp["with_median_s"] / mlp["without_median_s"])
+        assert 0.2 < mlp["ratio"] < 20  # a sanity bound, not the 5 % target (noisy in smoke)
+        if not torch.cuda.is_available():
+            assert "skipped" in resnet
+
+
+class TestBaselinesComputeTheSameQuantity:
+    @pytest.mark.parametrize("m, d", [(20, 50), (50, 20), (16, 16)], ids=str)
+    @pytest.mark.parametrize("impl", speed.IMPLS)
+    def test_value_and_gradient(self, impl, m, d):
+        z = torch.randn(m, d, dtype=torch.float64, requires_grad=True)
+        value = speed.RATE_FNS[impl](z)
+        (grad,) = torch.autograd.grad(value, z)
+        torch.testing.assert_close(value, ref_coding_rate(z, speed.EPS_SQ), rtol=1e-10, atol=0)
+        torch.testing.assert_close(grad, ref_coding_rate_grad(z, speed.EPS_SQ), rtol=1e-9, atol=0)
+
+    def test_reference_of_the_script(self):
+        z = torch.randn(30, 70, dtype=torch.float32)
+        value, grad = speed.reference_rate_and_grad(z)
+        torch.testing.assert_close(value, ref_coding_rate(z), rtol=1e-12, atol=0)
+        torch.testing.assert_close(grad, ref_coding_rate_grad(z), rtol=1e-9, atol=1e-12)
+
+
+class TestHelpers:
+    def test_summarize_is_median_and_iqr(self):
+        times = [5.0, 1.0, 3.0, 2.0, 4.0]
+        s = speed.summarize(times)
+        assert s == {"median_s": 3.0, "iqr_s": 2.0, "n_blocks": 5}
+        assert speed.summarize([7.0]) == {"median_s": 7.0, "iqr_s": 0.0, "n_blocks": 1}
+        with pytest.raises(ValueError, match="times must not be empty"):
+            speed.summarize([])
+
+    def test_parse_grid(self):
+        assert speed._parse_grid("90x512,1024X64") == [(90, 512), (1024, 64)]
+        with pytest.raises(Exception, match="--grid"):
+            speed._parse_grid("90by512")
+
+    def test_targets(self):
+        def row(m, d, ratio):
+            base = {"device": "cpu", "precision": "float32", "pass": "fwd+bwd", "impl": "naive"}
+            return dict(base, m=m, d=d, ratio_vs_ours=ratio)
+
+        acc = [dict(impl="ours", precision="float32", value_rel_err=1e-7, grad_rel_err=2e-5)]
+        t = speed.check_targets([row(128, 512, 5.1), row(1024, 64, 0.9)], acc, [{"ratio": 1.04}])
+        assert t == {
+            "naive_over_ours_ge_5_where_m_le_d_over_4": True,
+            "naive_over_ours_ge_1_everywhere": False,
+            "float32_matches_float64_reference": False,
+            "training_overhead_le_5pct": True,
+        }
+        t = speed.check_targets([row(129, 512, 4.0)], [], [{"ratio": 1.06}])
+        assert t["naive_over_ours_ge_5_where_m_le_d_over_4"] is None  # no point with m ≤ d/4
+        assert t["training_overhead_le_5pct"] is False
+
+
+class TestResNet18Like:
+    def test_is_resnet18_sized(self):
+        model = speed.ResNet18Like()
+        # torchvision's resnet18 has 11,689,512 parameters, 513,000 of them in the 1000-way fc
+        assert sum(p.numel() for p in model.parameters()) == 11_689_512 - 513_000
+        assert model(torch.randn(2, 3, 64, 64)).shape == (2, 512)
