@@ -7,6 +7,7 @@ from .coding_rate import (
     coding_rate_reduction,
     half_logdet_gram,
 )
+from .ranked_list import ranked_list_loss
 from .diagnostics import (
     effective_rank,
     intra_inter_distance_ratio,
@@ -21,6 +22,7 @@ __all__ = [
     "coding_rate_reduction",
     "effective_rank",
     "half_logdet_gram",
+    "ranked_list_loss",
     "intra_inter_distance_ratio",
     "rho_spectrum",
     "singular_value_spectrum",

@@ -12,7 +12,7 @@ from pytorch_metric_learning import reducers
 from pytorch_metric_learning.distances import CosineSimilarity, LpDistance
 
 from pml_anticollapse import RankedListLoss
-from pml_anticollapse.losses.ranked_list_loss import ranked_list_loss
+from pml_anticollapse.functional import ranked_list_loss
 from tests.reference_ranking import ref_distance_matrix, ref_ranked_list_loss
 
 SETTINGS = [

@@ -1,0 +1,173 @@
+"""Ranked List Loss (Wang et al., CVPR 2019), per query, written from the paper."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ._checks import check_embeddings, check_labels, check_nonnegative, check_positive
+
+__all__ = ["ranked_list_loss"]
+
+# squared distances at or below this fraction of ‖x‖² + ‖y‖² are read as 0 (distances below
+# ~1e-6 of the rows' norm, on the unit sphere 1.4e-6): the float64 Gram product's rounding error
+# (~1e-16 relative) lies well below it, and the distance and its gradient are then exactly 0
+# instead of sqrt's infinite slope on rounding noise
+_SQ_FLOOR = 1e-12
+
+
+def _safe_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Euclidean distances between the rows of x and y in float64, finite gradient everywhere.
+
+    ‖x‖² + ‖y‖² − 2·x·y in float64 resolves distances down to ~1e-6 of the rows' norm
+    (float32's Gram product cannot tell rows 1e-4 apart: ``torch.cdist`` returns zeros or
+    ~1e-3 noise for them); the double ``where`` gives distance 0 *and* gradient 0 at coinciding
+    rows instead of NaN.
+    """
+    norms = (x * x).sum(1, keepdim=True) + (y * y).sum(1).unsqueeze(0)
+    sq = norms - 2.0 * x @ y.T
+    positive = sq > _SQ_FLOOR * norms.detach()
+    return torch.where(positive, torch.sqrt(torch.where(positive, sq, 1.0)), 0.0)
+
+
+def _masked_weighted_mean(
+    values: torch.Tensor, mask: torch.Tensor, temperature: float, detach_weights: bool
+) -> torch.Tensor:
+    """Per row, Σ_{mask} w·v / Σ_{mask} w with w = exp(T·v); 0 for an empty row, graph kept.
+
+    The weights are a softmax over the masked entries, max-subtracted, so they never overflow
+    (exp(T·v − max) ≤ 1); the denominator is ≥ 1 on a non-empty row, so clamping it at 1 only
+    touches empty rows, where the numerator is exactly 0.
+    """
+    logits = (temperature * values).masked_fill(~mask, -math.inf)
+    top = logits.amax(dim=1, keepdim=True)
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top)).detach()
+    w = torch.where(mask, torch.exp(torch.where(mask, logits - top, 0.0)), 0.0)
+    w = w / w.sum(1, keepdim=True).clamp_min(1.0)
+    if detach_weights:
+        w = w.detach()
+    return (w * values).sum(1)
+
+
+def ranked_list_loss(
+    embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    ref_emb: torch.Tensor | None = None,
+    ref_labels: torch.Tensor | None = None,
+    *,
+    margin: float = 0.4,
+    alpha: float | None = None,
+    Tn: float = 10.0,
+    Tp: float = 0.0,
+    lam: float = 1.0,
+    normalize: bool = True,
+    detach_weights: bool = True,
+    query_grad_only: bool = False,
+) -> torch.Tensor:
+    """Per-query Ranked List Loss L(i) = L_P(i) + λ·L_N(i) (minimised), shape (batch_size,).
+
+    Formula (d_ij the Euclidean distance of the L2-normalised rows, α the negative boundary,
+    m the margin, so α − m is the positive boundary)::
+
+        P*_i = {j ≠ i : y_j = y_i, d_ij > α − m}      N*_i = {j : y_j ≠ y_i, d_ij < α}
+        L_P(i) = Σ_{P*_i} w⁺_ij·(d_ij − (α − m)) / Σ_{P*_i} w⁺_ij
+        L_N(i) = Σ_{N*_i} w⁻_ij·(α − d_ij) / Σ_{N*_i} w⁻_ij
+        w⁺_ij = exp(T_p·(d_ij − (α − m))),   w⁻_ij = exp(T_n·(α − d_ij))
+
+    T_p = 0 (CVPR) makes L_P the plain mean; T_p > 0 is the TPAMI positive weighting. An empty set
+    contributes 0 (with the graph kept). Membership is decided by masks on labels and the
+    boundaries, never by testing a distance against 0, so pairs at distance 0 count.
+
+    Args:
+        embeddings: (batch_size, dim) queries.
+        labels: (batch_size,) integer labels.
+        ref_emb, ref_labels: (n_ref, dim) and (n_ref,) gallery; default the batch itself, in
+            which case j = i is excluded.
+        margin: m > 0.
+        alpha: α > m; default 1 + m/2 ("RLL-Simpler").
+        Tn, Tp: temperatures T_n, T_p ≥ 0.
+        lam: λ ≥ 0, the weight of L_N.
+        normalize: L2-normalise the rows before taking distances (the paper does).
+        detach_weights: treat w⁺, w⁻ as constants in the backward pass (the official code's
+            gradient); the value does not change.
+        query_grad_only: let the gradient flow only through the query side of each distance
+            (the official code updates only the query); the value does not change.
+
+    Returns:
+        (batch_size,) tensor, dtype float64 for float64 input and float32 otherwise. Distances
+        are computed in float64 with autocast off and the weights max-subtracted, so float16
+        input with T_n = 10 and above stays finite.
+
+    Raises:
+        ValueError: bad shapes, labels or hyper-parameters (the message names the argument).
+
+    Convention: λ weights L_N against an unweighted L_P (the paper's L_P + λ·L_N).
+    PML's ``RankedListLoss(imbalance=λ')`` computes (1 − λ')·L_P + λ'·L_N, i.e.
+    (1 − λ')·(L_P + λ·L_N) with λ = λ'/(1 − λ'): ``imbalance=0.5`` is λ = 1 at half the scale.
+    Distances below 1e-6·√(‖x_i‖² + ‖x_j‖²) are read as exactly 0 (float64 rounding noise).
+
+    Reference: Wang, Hua, Kodirov, Robertson, "Ranked List Loss for Deep Metric Learning",
+    CVPR 2019, arXiv 1903.03238; T_p from the TPAMI 2021 extension. Departs from PML 2.9's
+    ``RankedListLoss``, which drops selected pairs at distance exactly 0, overflows in float16,
+    adds 1e-5 to each weight in the denominator and differentiates through the weights.
+
+    >>> z = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.6, 0.8]])  # rows 0, 1 coincide
+    >>> ranked_list_loss(z, torch.tensor([0, 0, 1]), margin=0.4)  # α = 1.2, d_02 = √0.8
+    tensor([0.3056, 0.3056, 0.3056])
+    """
+    return _ranked_list_loss_parts(
+        embeddings, labels, ref_emb, ref_labels, margin=margin, alpha=alpha, Tn=Tn, Tp=Tp,
+        lam=lam, normalize=normalize, detach_weights=detach_weights,
+        query_grad_only=query_grad_only,
+    )[0]
+
+
+def _ranked_list_loss_parts(
+    embeddings, labels, ref_emb, ref_labels, *, margin, alpha, Tn, Tp, lam, normalize,
+    detach_weights, query_grad_only,
+):
+    """:func:`ranked_list_loss` plus the masks of P* and N* (for the class's statistics)."""
+    check_embeddings(embeddings)
+    check_labels(labels, embeddings.shape[0])
+    margin = check_positive(margin, "margin")
+    alpha = 1.0 + margin / 2.0 if alpha is None else check_positive(alpha, "alpha")
+    if alpha <= margin:
+        raise ValueError(f"alpha must be greater than margin ({margin}), got {alpha}")
+    Tn = check_nonnegative(Tn, "Tn")
+    Tp = check_nonnegative(Tp, "Tp")
+    lam = check_nonnegative(lam, "lam")
+    self_ref = ref_emb is None
+    if self_ref:
+        if ref_labels is not None:
+            raise ValueError("ref_labels were given without ref_emb")
+        ref_emb, ref_labels = embeddings, labels
+    else:
+        check_embeddings(ref_emb, "ref_emb")
+        check_labels(ref_labels, ref_emb.shape[0], name="ref_labels")
+        if ref_emb.shape[1] != embeddings.shape[1]:
+            raise ValueError(
+                f"ref_emb must have dim {embeddings.shape[1]} like the embeddings, "
+                f"got {ref_emb.shape[1]}"
+            )
+    out_dtype = torch.float64 if embeddings.dtype == torch.float64 else torch.float32
+    with torch.autocast(embeddings.device.type, enabled=False):
+        x = embeddings.to(torch.float64)
+        y = x if self_ref else ref_emb.to(device=x.device, dtype=torch.float64)
+        if normalize:
+            x = torch.nn.functional.normalize(x, dim=1)
+            y = x if self_ref else torch.nn.functional.normalize(y, dim=1)
+        d = _safe_distances(x, y.detach() if query_grad_only else y)
+
+        labels = labels.to(x.device)
+        ref_labels = ref_labels.to(x.device)
+        same = labels.unsqueeze(1) == ref_labels.unsqueeze(0)
+        if self_ref:
+            same = same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+        other = labels.unsqueeze(1) != ref_labels.unsqueeze(0)
+        pos_boundary = alpha - margin
+        positives = same & (d > pos_boundary)
+        negatives = other & (d < alpha)
+        loss_p = _masked_weighted_mean(d - pos_boundary, positives, Tp, detach_weights)
+        loss_n = _masked_weighted_mean(alpha - d, negatives, Tn, detach_weights)
+        return (loss_p + lam * loss_n).to(out_dtype), positives, negatives
