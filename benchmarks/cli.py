@@ -19,7 +19,7 @@ EPILOG = """\
 examples:
   python -m benchmarks                                  # digits, both protocols, 3 seeds (~3 min on 2 CPU cores)
   python -m benchmarks --smoke                          # every method, 1 seed, 2 iterations (seconds)
-  python -m benchmarks --methods no_learning triplet triplet_ac --seeds 0 1 2 3 4
+  python -m benchmarks --methods no_learning triplet triplet+ac --seeds 0 1 2 3 4
   python -m benchmarks --dataset cub --data-root ~/data # CUB-200-2011 preset from a local copy, never downloads
   python -m benchmarks --report-only --output DIR       # rebuild table.md, results.json, plots from a run folder
 

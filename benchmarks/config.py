@@ -4,6 +4,7 @@ Schema (every key optional; a missing key takes the value of ``DEFAULTS`` below;
 ``configs/cub.yaml`` may give only the keys it changes and inherits the method grid of
 ``configs/default.yaml`` when it has no ``methods`` key)::
 
+    base: default.yaml            # optional: inherit every key of another config (relative path)
     name: digits-default          # free text, copied into results.json
     seeds: [0, 1, 2]              # one training per (protocol, method, seed)
     device: auto                  # auto | cpu | cuda | cuda:N
@@ -147,19 +148,27 @@ def read_yaml(path: str) -> dict:
     return data
 
 
-def load_config(path: str | None = None) -> dict:
-    """Read a YAML config and merge it over ``DEFAULTS``.
+def load_config(path: str | None = None, _depth: int = 0) -> dict:
+    """Read a YAML config and merge it over its ``base`` (if it names one) or ``DEFAULTS``.
 
-    A preset without ``methods`` takes the method grid of ``configs/default.yaml``; a preset
-    without ``dataset.protocols`` for digits takes the default protocols.
+    ``base: default.yaml`` (a path relative to the config's folder) inherits everything of that
+    config; ``dataset.protocols`` and ``methods`` given here replace the inherited ones whole. A
+    config without ``base`` and without ``methods`` takes the method grid of
+    ``configs/default.yaml``.
     """
     path = DEFAULT_CONFIG if path is None else path
+    if _depth > 5:
+        raise ValueError(f"config {path!r}: 'base' chain is too deep (a cycle?)")
     user = read_yaml(path)
-    if "dataset" in user and "protocols" in (user.get("dataset") or {}):
-        base = copy.deepcopy(DEFAULTS)
-        base["dataset"].pop("protocols")
+    base_name = user.pop("base", None)
+    if base_name is not None:
+        base = load_config(os.path.join(os.path.dirname(os.path.abspath(path)), base_name), _depth + 1)
     else:
-        base = DEFAULTS
+        base = copy.deepcopy(DEFAULTS)
+    if "protocols" in (user.get("dataset") or {}):
+        base["dataset"].pop("protocols", None)
+    if user.get("methods"):
+        base["methods"] = []
     cfg = deep_merge(base, user)
     if not cfg.get("methods") and os.path.abspath(path) != os.path.abspath(DEFAULT_CONFIG):
         cfg["methods"] = read_yaml(DEFAULT_CONFIG).get("methods", [])

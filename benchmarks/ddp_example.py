@@ -176,7 +176,8 @@ def main(argv=None):
             emb_te = net(x_te.to(device)).cpu()
         print(f"done in {time.perf_counter() - t0:.1f} s | held-out P@1 "
               f"{precision_at_1(emb_te, y_te):.4f}, coding rate {float(F.coding_rate(emb_te)):.4f}"
-              f" | max |logged - recomputed| = {worst:.2e}", flush=True)
+              + (f" | max |logged - recomputed| = {worst:.2e}"
+                 if args.distributed == "global" else " | logged: per-rank rates"), flush=True)
     if distributed:
         dist.barrier()
         dist.destroy_process_group()

@@ -33,7 +33,10 @@ Scope ``"local"`` (the classes' ``distributed="local"``) keeps the historical pe
 the rate of this rank's own b rows (sliced out of PML's gathered batch in ``"wrapper"`` mode),
 scaled so the optimised objective is the mean over ranks of the per-rank terms.
 
-Limits: every rank must hand over the same number of rows (as PML's wrapper also requires);
+Limits: with ``"global"`` under a process group of more than one rank the terms are collective —
+every rank must call them, in the same order (a loss evaluated on rank 0 alone would wait for the
+others forever: use ``distributed="local"`` there); every rank must hand over the same number of
+rows (as PML's wrapper also requires);
 the wrapper is recognised by walking the Python call stack for PML 2.9's
 ``DistributedLossWrapper.forward_regular_loss`` / ``forward_cross_batch`` — a custom wrapper that
 gathers by itself is seen as plain DDP and would be gathered twice (use ``distributed="local"``

@@ -7,6 +7,11 @@ float64 references written independently of the package (autograd through ``torc
 the d×d matrix, a Python loop over classes): the gradients after DDP's averaging must be the
 full-batch gradients (``distributed="global"``) or the mean of the per-rank gradients
 (``distributed="local"``), and the statistics the full-batch (or per-rank) values.
+
+The wrapped PML loss has weight 0 (and the proxy loss's own term is zeroed) so that only the
+plugin's terms are under test: under plain DDP a pair loss is per-rank by definition, and PML's
+wrapper gives each rank world_size × the full-batch gradient of a PML proxy loss on its (replicated)
+proxies — measured 2.0× with 2 ranks on NormalizedSoftmaxLoss — which is PML's behaviour.
 """
 
 from __future__ import annotations
