@@ -11,17 +11,17 @@ import sys
 import time
 
 import torch
-import yaml
 
-from . import _io, config as config_mod, registry, report, train
+from . import _io, registry, report, train
+from . import config as config_mod
 
 EPILOG = """\
 examples:
-  python -m benchmarks                                  # digits, both protocols, 3 seeds (~3 min on 2 CPU cores)
-  python -m benchmarks --smoke                          # every method, 1 seed, 2 iterations (seconds)
+  python -m benchmarks           # digits, 2 protocols, 13 methods, 3 seeds (< 3 min, 2 CPU cores)
+  python -m benchmarks --smoke   # every method, 1 seed, 2 iterations (seconds)
   python -m benchmarks --methods no_learning triplet triplet+ac --seeds 0 1 2 3 4
-  python -m benchmarks --dataset cub --data-root ~/data # CUB-200-2011 preset from a local copy, never downloads
-  python -m benchmarks --report-only --output DIR       # rebuild table.md, results.json, plots from a run folder
+  python -m benchmarks --dataset cub --data-root ~/data   # local CUB-200-2011, never downloads
+  python -m benchmarks --report-only --output DIR         # rebuild the report of a run folder
 
 A killed run restarted with the same command resumes from the last finished epoch of each cell.
 """
@@ -34,9 +34,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", help="YAML config (default: benchmarks/configs/default.yaml, "
-                   "or configs/<dataset>.yaml with --dataset)")
-    p.add_argument("--dataset", choices=config_mod.DATASETS, help="dataset (real ones need --data-root)")
+    p.add_argument(
+        "--config",
+        help="YAML config (default: benchmarks/configs/default.yaml, "
+        "or configs/<dataset>.yaml with --dataset)",
+    )
+    p.add_argument(
+        "--dataset", choices=config_mod.DATASETS, help="dataset (real ones need --data-root)"
+    )
     p.add_argument("--data-root", help="local root of the real dataset; nothing is downloaded")
     p.add_argument("--seeds", type=int, nargs="+", help="seeds (default from config: 0 1 2)")
     p.add_argument("--epochs", type=int, help="training epochs per cell")
@@ -45,15 +50,35 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--output", help="run folder (default: benchmark-results/<config name>[-smoke])")
-    p.add_argument("--smoke", action="store_true", help="1 seed, 1 epoch, 2 iterations: checks the whole pipeline")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config key, e.g. --set training.lr_trunk=3e-4 (value parsed as YAML)")
-    p.add_argument("--fresh", action="store_true", help="delete the run folder first instead of resuming")
-    p.add_argument("--report-only", action="store_true", help="rebuild the report of --output without training")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="1 seed, 1 epoch, 2 iterations: checks the whole pipeline",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key, e.g. --set training.lr_trunk=3e-4 (value parsed as YAML)",
+    )
+    p.add_argument(
+        "--fresh", action="store_true", help="delete the run folder first instead of resuming"
+    )
+    p.add_argument(
+        "--report-only", action="store_true", help="rebuild the report of --output without training"
+    )
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    p.add_argument("--list-methods", action="store_true", help="print the methods of the config and exit")
-    p.add_argument("--progress", choices=("all", "cells", "none"), default="all",
-                   help="tqdm bars: all (cells, training, evaluation), cells only, or none")
+    p.add_argument(
+        "--list-methods", action="store_true", help="print the methods of the config and exit"
+    )
+    p.add_argument(
+        "--progress",
+        choices=("all", "cells", "none"),
+        default=None,
+        help="tqdm bars: all (cells, training, evaluation), cells only, or none "
+        "(default: all on a terminal, cells otherwise)",
+    )
     return p.parse_args(argv)
 
 
@@ -111,7 +136,9 @@ def _quiet_inner_bars(show: bool) -> None:
     from pytorch_metric_learning.testers import base_tester
     from pytorch_metric_learning.trainers import base_trainer
 
-    shim = types.SimpleNamespace(tqdm=functools.partial(tqdm_mod.tqdm, leave=False, disable=not show))
+    shim = types.SimpleNamespace(
+        tqdm=functools.partial(tqdm_mod.tqdm, leave=False, disable=not show)
+    )
     base_trainer.tqdm = shim
     base_tester.tqdm = shim
 
@@ -122,7 +149,9 @@ def main(argv=None) -> int:
 
     # PML's trainer formats its tqdm description from a tensor that requires grad
     warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True")
-    command = "python -m benchmarks " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    command = "python -m benchmarks " + " ".join(
+        shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)
+    )
     if args.report_only:
         if not args.output:
             raise SystemExit("--report-only needs --output RUN_DIR")
@@ -134,7 +163,9 @@ def main(argv=None) -> int:
     if args.list_methods:
         for m in cfg["methods"]:
             why = None if m.get("no_learning") else registry.check_available(m)
-            print(f"{m['name']:28s} {'(skipped: ' + why + ')' if why else m.get('description', '')}")
+            print(
+                f"{m['name']:28s} {'(skipped: ' + why + ')' if why else m.get('description', '')}"
+            )
         return 0
 
     run_dir = args.output or os.path.join("benchmark-results", cfg["name"])
@@ -155,6 +186,8 @@ def main(argv=None) -> int:
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
     device = pick_device(cfg.get("device"))
+    if args.progress is None:
+        args.progress = "all" if sys.stderr.isatty() else "cells"
     _quiet_inner_bars(args.progress == "all")
 
     from .data import build_protocols
@@ -200,11 +233,14 @@ def main(argv=None) -> int:
     for protocol, name, seed in bar:
         bar.set_postfix_str(f"{protocol}/{name}/seed{seed}")
         res = train.run_cell(cfg, run_dir, protocols[protocol], by_name[name], seed, device)
-        bar.set_postfix_str(f"{protocol}/{name}/seed{seed} MAP@R={res['metrics']['mean_average_precision_at_r']:.3f}")
+        map_r = res["metrics"]["mean_average_precision_at_r"]
+        bar.set_postfix_str(f"{protocol}/{name}/seed{seed} MAP@R={map_r:.3f}")
     info["wall_seconds"] = round(time.perf_counter() - t0, 1)
     _io.atomic_write_json(os.path.join(run_dir, "run.json"), info)
     text = report.build_report(run_dir, info, make_plots=not args.no_plots)
     print(text)
-    print(f"[benchmarks] {len(plan)} cells in {info['wall_seconds']} s; report in {run_dir}/ "
-          "(table.md, results.json, spectrum_*.png, metrics_*.png, records/)")
+    print(
+        f"[benchmarks] {len(plan)} cells in {info['wall_seconds']} s; report in {run_dir}/ "
+        "(table.md, results.json, spectrum_*.png, metrics_*.png, records/)"
+    )
     return 0

@@ -144,7 +144,9 @@ def read_yaml(path: str) -> dict:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ValueError(f"config {path!r} must hold a mapping at the top, got {type(data).__name__}")
+        raise TypeError(
+            f"config {path!r} must hold a mapping at the top, got {type(data).__name__}"
+        )
     return data
 
 
@@ -162,7 +164,9 @@ def load_config(path: str | None = None, _depth: int = 0) -> dict:
     user = read_yaml(path)
     base_name = user.pop("base", None)
     if base_name is not None:
-        base = load_config(os.path.join(os.path.dirname(os.path.abspath(path)), base_name), _depth + 1)
+        base = load_config(
+            os.path.join(os.path.dirname(os.path.abspath(path)), base_name), _depth + 1
+        )
     else:
         base = copy.deepcopy(DEFAULTS)
     if "protocols" in (user.get("dataset") or {}):
@@ -253,7 +257,9 @@ def method_by_name(cfg: dict, name: str) -> dict:
     for m in cfg["methods"]:
         if m["name"] == name:
             return m
-    raise ValueError(f"methods: no method named {name!r}; known: {[m['name'] for m in cfg['methods']]}")
+    raise ValueError(
+        f"methods: no method named {name!r}; known: {[m['name'] for m in cfg['methods']]}"
+    )
 
 
 def identity(cfg: dict) -> dict:

@@ -27,7 +27,9 @@ class TensorPairs(torch.utils.data.Dataset):
 
     def __init__(self, x: torch.Tensor, labels: torch.Tensor):
         if x.shape[0] != labels.shape[0]:
-            raise ValueError(f"x and labels must have the same length, got {x.shape[0]} and {labels.shape[0]}")
+            raise ValueError(
+                f"x and labels must have the same length, got {x.shape[0]} and {labels.shape[0]}"
+            )
         self.x = x
         self.labels = labels
 
@@ -61,7 +63,11 @@ def _remap(labels: np.ndarray) -> np.ndarray:
 
 
 def _check_classes(value, name: str) -> list[int]:
-    if not isinstance(value, list) or not value or not all(isinstance(c, int) and 0 <= c <= 9 for c in value):
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(c, int) and 0 <= c <= 9 for c in value)
+    ):
         raise ValueError(f"{name} must be a non-empty list of digits 0-9, got {value!r}")
     return value
 
@@ -71,7 +77,9 @@ def digits_protocol(name: str, spec: dict, split_seed: int = 0) -> ProtocolData:
     x, y = load_digits_arrays()
     kind = spec.get("type")
     if kind == "zero_shot":
-        train_c = _check_classes(spec.get("train_classes"), f"dataset.protocols.{name}.train_classes")
+        train_c = _check_classes(
+            spec.get("train_classes"), f"dataset.protocols.{name}.train_classes"
+        )
         test_c = _check_classes(spec.get("test_classes"), f"dataset.protocols.{name}.test_classes")
         if set(train_c) & set(test_c):
             raise ValueError(
@@ -83,13 +91,20 @@ def digits_protocol(name: str, spec: dict, split_seed: int = 0) -> ProtocolData:
         train = TensorPairs(torch.from_numpy(x[tr]), torch.from_numpy(_remap(y[tr])))
         test = TensorPairs(torch.from_numpy(x[te]), torch.from_numpy(y[te]))
         return ProtocolData(
-            name, train, test, len(train_c), "vector",
+            name,
+            train,
+            test,
+            len(train_c),
+            "vector",
             f"train digits {train_c}, test retrieval on unseen digits {test_c}",
         )
     if kind == "superclass":
         groups = spec.get("groups")
         if not isinstance(groups, list) or len(groups) < 2:
-            raise ValueError(f"dataset.protocols.{name}.groups must be a list of >= 2 digit lists, got {groups!r}")
+            raise ValueError(
+                f"dataset.protocols.{name}.groups must be a list of >= 2 digit lists, "
+                f"got {groups!r}"
+            )
         coarse = {}
         for g, members in enumerate(groups):
             for c in _check_classes(members, f"dataset.protocols.{name}.groups[{g}]"):
@@ -98,7 +113,9 @@ def digits_protocol(name: str, spec: dict, split_seed: int = 0) -> ProtocolData:
                 coarse[c] = g
         frac = spec.get("test_fraction", 0.5)
         if not isinstance(frac, (int, float)) or not 0 < frac < 1:
-            raise ValueError(f"dataset.protocols.{name}.test_fraction must be in (0, 1), got {frac!r}")
+            raise ValueError(
+                f"dataset.protocols.{name}.test_fraction must be in (0, 1), got {frac!r}"
+            )
         keep = np.isin(y, list(coarse))
         x, y = x[keep], y[keep]
         rng = np.random.RandomState(split_seed)
@@ -106,16 +123,22 @@ def digits_protocol(name: str, spec: dict, split_seed: int = 0) -> ProtocolData:
         for c in np.unique(y):
             idx = np.flatnonzero(y == c)
             rng.shuffle(idx)
-            test_mask[idx[: int(round(frac * len(idx)))]] = True
+            test_mask[idx[: round(frac * len(idx))]] = True
         yc = np.array([coarse[int(c)] for c in y], dtype=np.int64)
         train = TensorPairs(torch.from_numpy(x[~test_mask]), torch.from_numpy(yc[~test_mask]))
         test = TensorPairs(torch.from_numpy(x[test_mask]), torch.from_numpy(y[test_mask]))
         return ProtocolData(
-            name, train, test, len(groups), "vector",
+            name,
+            train,
+            test,
+            len(groups),
+            "vector",
             f"train on coarse groups {groups}, test retrieval of fine digits on held-out "
             f"{frac:.0%} of images",
         )
-    raise ValueError(f"dataset.protocols.{name}.type must be 'zero_shot' or 'superclass', got {kind!r}")
+    raise ValueError(
+        f"dataset.protocols.{name}.type must be 'zero_shot' or 'superclass', got {kind!r}"
+    )
 
 
 def build_protocols(cfg: dict) -> dict[str, ProtocolData]:
@@ -123,8 +146,7 @@ def build_protocols(cfg: dict) -> dict[str, ProtocolData]:
     ds = cfg["dataset"]
     if ds["name"] == "digits":
         return {
-            n: digits_protocol(n, p, ds.get("split_seed", 0))
-            for n, p in ds["protocols"].items()
+            n: digits_protocol(n, p, ds.get("split_seed", 0)) for n, p in ds["protocols"].items()
         }
     if not ds.get("root"):
         raise ValueError(
@@ -139,7 +161,11 @@ def build_protocols(cfg: dict) -> dict[str, ProtocolData]:
     n = int(torch.as_tensor(train.labels).unique().numel())
     return {
         "zero_shot": ProtocolData(
-            "zero_shot", train, test, n, "image",
+            "zero_shot",
+            train,
+            test,
+            n,
+            "image",
             f"{ds['name']}: train split ({n} classes), test retrieval on the unseen test split",
         )
     }

@@ -8,7 +8,7 @@ import torch
 class ResidualDigitsMLP(torch.nn.Module):
     """z = x + MLP(x): the embedding starts at the raw pixels and learning adds to them.
 
-    64 pixels → ``hidden`` → ``hidden`` → 64, plus the identity. The last layer starts at zero,
+    64 pixels → ``hidden`` → ``hidden`` → 64, plus the identity. The last layer starts at 0,
     so before training the embedding *is* the raw input (the ``no_learning`` row); a loss can
     then only move away from raw pixels as far as its gradients take it, which makes the
     benchmark measure what a loss destroys or keeps, not what a random MLP starts from.

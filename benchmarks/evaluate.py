@@ -18,7 +18,9 @@ METRIC_LABELS = {
 }
 
 
-def make_tester(cfg: dict, device: torch.device, hooks=None) -> tuple[GlobalEmbeddingSpaceTester, dict]:
+def make_tester(
+    cfg: dict, device: torch.device, hooks=None
+) -> tuple[GlobalEmbeddingSpaceTester, dict]:
     """The tester and a dict that its end-of-testing hook fills with metrics and diagnostics.
 
     ``k="max_bin_count"``: a smaller k silently gives wrong MAP@R (REFERENCE.md §4).

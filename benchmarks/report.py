@@ -16,7 +16,13 @@ import numpy as np
 from . import _io
 from .evaluate import METRIC_LABELS
 
-TABLE_METRICS = ("precision_at_1", "r_precision", "mean_average_precision_at_r", "NMI", "effective_rank")
+TABLE_METRICS = (
+    "precision_at_1",
+    "r_precision",
+    "mean_average_precision_at_r",
+    "NMI",
+    "effective_rank",
+)
 
 
 def load_cells(run_dir: str, plan: list[tuple[str, str, int]]) -> list[dict]:
@@ -40,10 +46,12 @@ def aggregate(cells: list[dict]) -> dict:
         for method, cs in methods.items():
             row = {}
             for m in TABLE_METRICS:
-                vals = np.array([c["metrics"][m] for c in cs if m in c["metrics"]], dtype=np.float64)
+                vals = np.array(
+                    [c["metrics"][m] for c in cs if m in c["metrics"]], dtype=np.float64
+                )
                 if len(vals):
                     std = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
-                    row[m] = {"mean": float(vals.mean()), "std": std, "n": int(len(vals))}
+                    row[m] = {"mean": float(vals.mean()), "std": std, "n": len(vals)}
             row["seeds"] = sorted(c["seed"] for c in cs)
             agg[protocol][method] = row
     return agg
@@ -72,14 +80,21 @@ def markdown_table(agg: dict, protocols_desc: dict, skipped: dict, method_order:
         for method in [m for m in method_order if m in rows]:
             row = rows[method]
             name = method
-            if floor is not None and method != "no_learning" and "mean_average_precision_at_r" in row:
-                if row["mean_average_precision_at_r"]["mean"] > floor["mean"]:
-                    name += " ▲"
+            if (
+                floor is not None
+                and method != "no_learning"
+                and "mean_average_precision_at_r" in row
+                and row["mean_average_precision_at_r"]["mean"] > floor["mean"]
+            ):
+                name += " ▲"
             cells = [_fmt(row.get(m), m) for m in TABLE_METRICS]
             lines.append("| " + " | ".join([name, *cells, str(len(row["seeds"]))]) + " |")
         lines.append("")
     if any(r.get("no_learning") for r in agg.values()):
-        lines.append("▲ = mean MAP@R above the `no_learning` row (raw inputs, L2-normalised) of the same protocol.")
+        lines.append(
+            "▲ = mean MAP@R above the `no_learning` row (raw inputs, L2-normalised) "
+            "of the same protocol."
+        )
         lines.append("")
     if skipped:
         lines.append("Skipped methods:")
@@ -93,14 +108,23 @@ def git_commit() -> str | None:
     here = os.path.dirname(os.path.abspath(__file__))
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
+            ["git", "rev-parse", "HEAD"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
         )
         if out.returncode != 0:
             return None
         commit = out.stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-            capture_output=True, text=True, timeout=10,
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
         ).stdout.strip()
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
@@ -108,11 +132,14 @@ def git_commit() -> str | None:
 
 
 def environment(device: str) -> dict:
-    import torch
     import pytorch_metric_learning
+    import torch
 
-    versions = {"python": platform.python_version(), "torch": torch.__version__,
-                "pytorch_metric_learning": pytorch_metric_learning.__version__}
+    versions = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "pytorch_metric_learning": pytorch_metric_learning.__version__,
+    }
     for mod in ("pml_anticollapse", "faiss", "sklearn", "record_keeper", "numpy"):
         try:
             versions[mod] = getattr(__import__(mod), "__version__", "unknown")
@@ -131,7 +158,7 @@ def environment(device: str) -> dict:
 
 
 def plot(agg: dict, cells: list[dict], method_order: list[str], out_dir: str) -> list[str]:
-    """Spectrum per method (mean over seeds) and metrics with error bars, one PNG each per protocol."""
+    """Per protocol: the spectrum of each method (mean over seeds), the metrics with error bars."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -141,12 +168,24 @@ def plot(agg: dict, cells: list[dict], method_order: list[str], out_dir: str) ->
     for protocol, rows in agg.items():
         methods = [m for m in method_order if m in rows]
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        for method in methods:
-            specs = [np.asarray(c["spectrum"]) for c in cells if c["protocol"] == protocol and c["method"] == method]
+        colors = plt.get_cmap("tab20")
+        for i, method in enumerate(methods):
+            specs = [
+                np.asarray(c["spectrum"])
+                for c in cells
+                if c["protocol"] == protocol and c["method"] == method
+            ]
             n = min(len(s) for s in specs)
             s = np.mean([x[:n] for x in specs], axis=0)
-            ax.semilogy(np.arange(1, n + 1), s / s.sum(), label=method, lw=2 if method == "no_learning" else 1,
-                        ls="--" if method == "no_learning" else "-")
+            ax.semilogy(
+                np.arange(1, n + 1),
+                s / s.sum(),
+                label=method,
+                lw=2 if method == "no_learning" else 1,
+                ls="--" if method == "no_learning" else "-",
+                color=colors(i % 20),
+            )
+        ax.set_ylim(bottom=1e-4)  # below that: numerically zero directions (constant pixels)
         ax.set_xlabel("index")
         ax.set_ylabel("normalised singular value")
         ax.set_title(f"{protocol}: singular-value spectrum of test embeddings")
@@ -164,8 +203,14 @@ def plot(agg: dict, cells: list[dict], method_order: list[str], out_dir: str) ->
         for i, m in enumerate(metrics):
             means = [rows[k].get(m, {}).get("mean", np.nan) for k in methods]
             stds = [rows[k].get(m, {}).get("std", 0.0) for k in methods]
-            ax.bar(x + (i - (len(metrics) - 1) / 2) * width, means, width, yerr=stds, capsize=2,
-                   label=METRIC_LABELS[m])
+            ax.bar(
+                x + (i - (len(metrics) - 1) / 2) * width,
+                means,
+                width,
+                yerr=stds,
+                capsize=2,
+                label=METRIC_LABELS[m],
+            )
         ax.set_xticks(x)
         ax.set_xticklabels(methods, rotation=45, ha="right", fontsize=8)
         ax.set_ylim(0, 1.05)
@@ -196,8 +241,14 @@ def build_report(run_dir: str, run_info: dict, make_plots: bool = True) -> str:
         if m not in method_order:
             method_order.append(m)
     agg = aggregate(cells)
-    table = markdown_table(agg, run_info.get("protocols", {}), run_info.get("skipped", {}), method_order)
-    missing = [list(p) for p in plan if not os.path.exists(os.path.join(run_dir, "cells", p[0], p[1], f"seed{p[2]}.json"))]
+    table = markdown_table(
+        agg, run_info.get("protocols", {}), run_info.get("skipped", {}), method_order
+    )
+    missing = [
+        list(p)
+        for p in plan
+        if not os.path.exists(os.path.join(run_dir, "cells", p[0], p[1], f"seed{p[2]}.json"))
+    ]
     header = (
         f"# Benchmark: {run_info['config'].get('name')}\n\n"
         f"command: `{run_info.get('command', '')}`  \n"
@@ -213,7 +264,9 @@ def build_report(run_dir: str, run_info: dict, make_plots: bool = True) -> str:
             "commit": run_info.get("commit"),
             "command": run_info.get("command"),
             "started_utc": run_info.get("started_utc"),
-            "report_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "report_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                timespec="seconds"
+            ),
             "device": run_info.get("device"),
             "seeds": run_info.get("seeds"),
             "wall_seconds": run_info.get("wall_seconds"),

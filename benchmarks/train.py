@@ -88,7 +88,11 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -109,7 +113,9 @@ def build_models(cfg: dict, data: ProtocolData, no_learning: bool):
         if data.input_kind == "vector":
             return torch.nn.Identity(), torch.nn.Identity()
         # images: raw pixels average-pooled to 16x16 (768-d), so kNN on them stays tractable
-        return torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(16), torch.nn.Flatten()), torch.nn.Identity()
+        return torch.nn.Sequential(
+            torch.nn.AdaptiveAvgPool2d(16), torch.nn.Flatten()
+        ), torch.nn.Identity()
     if m["name"] == "digits_mlp":
         from .models import DigitsMLP
 
@@ -119,7 +125,9 @@ def build_models(cfg: dict, data: ProtocolData, no_learning: bool):
         from .digits_models import ResidualDigitsMLP
 
         in_dim = int(data.train[0][0].numel())
-        return ResidualDigitsMLP(in_dim, m.get("hidden", 256), m["embedding_size"]), torch.nn.Identity()
+        return ResidualDigitsMLP(
+            in_dim, m.get("hidden", 256), m["embedding_size"]
+        ), torch.nn.Identity()
     from .models import build_backbone
 
     return build_backbone(m["name"], m["embedding_size"], m.get("weights"))
@@ -213,17 +221,26 @@ def run_cell(
     epochs = 0 if no_learning else t["epochs"]
 
     if not no_learning:
-        context = {"num_classes": data.num_train_classes, "embedding_size": cfg["model"]["embedding_size"]}
+        context = {
+            "num_classes": data.num_train_classes,
+            "embedding_size": cfg["model"]["embedding_size"],
+        }
         loss = registry.build(method["loss"], context).to(device)
         miner = registry.build(method.get("miner"), context)
         wd = t.get("weight_decay", 0.0)
-        optimizers = {"trunk_optimizer": torch.optim.Adam(trunk.parameters(), lr=t["lr_trunk"], weight_decay=wd)}
+        optimizers = {
+            "trunk_optimizer": torch.optim.Adam(
+                trunk.parameters(), lr=t["lr_trunk"], weight_decay=wd
+            )
+        }
         if _has_params(embedder):
             optimizers["embedder_optimizer"] = torch.optim.Adam(
                 embedder.parameters(), lr=t["lr_embedder"], weight_decay=wd
             )
         if _has_params(loss):
-            optimizers["metric_loss_optimizer"] = torch.optim.Adam(loss.parameters(), lr=t["lr_loss"])
+            optimizers["metric_loss_optimizer"] = torch.optim.Adam(
+                loss.parameters(), lr=t["lr_loss"]
+            )
         bs = t["batch_size"]
         iters = t.get("iterations_per_epoch") or max(1, len(data.train) // bs)
         m = effective_m_per_class(t["m_per_class"], bs, data.num_train_classes)

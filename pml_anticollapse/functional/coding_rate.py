@@ -18,8 +18,6 @@ import warnings
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 from ._checks import check_choice, check_embeddings, check_labels, resolve_eps_sq
 
@@ -45,12 +43,28 @@ def working_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+#: F.normalize's clamp: rows with a smaller norm are divided by it instead.
+_NORM_EPS = 1e-12
+
+
 class _HalfLogdetGram(torch.autograd.Function):
-    """h(X, a) = ½·logdet(I + a·XXᵀ) over the batch dims of X (…, n, k); ``a`` has shape (…)."""
+    """h(X, a) = ½·logdet(I + a·XXᵀ) over the batch dims of X (…, n, k); ``a`` has shape (…).
+
+    With ``normalize=True`` the rows are L2-normalised inside the function (X = D⁻¹Z, D the row
+    norms clamped at 1e-12 as in ``F.normalize``) and the backward pass applies the projection
+    (I − x xᵀ)/‖z‖ row by row itself, in three elementwise passes over the (n, k) input instead
+    of autograd's chain through ``F.normalize`` (which, at m ≤ d/4, costs about as much as the
+    triangular solves).
+    """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, a: torch.Tensor, check: bool, name: str):
-        n, k = x.shape[-2:]
+    def forward(ctx, z, a, normalize: bool, check: bool, name: str):
+        n, k = z.shape[-2:]
+        if normalize:
+            norm = torch.linalg.vector_norm(z, dim=-1, keepdim=True)
+            x = z / norm.clamp_min(_NORM_EPS)
+        else:
+            norm, x = None, z
         use_rows = n <= k  # the n×n Gram XXᵀ is the smaller one
         gram = x @ x.mT if use_rows else x.mT @ x
         mat = gram * a[..., None, None]
@@ -60,11 +74,11 @@ class _HalfLogdetGram(torch.autograd.Function):
         eig = None
         # One host sync, only when asked for: a failed factorisation or a non-finite result.
         if check and bool((info != 0).any() | ~torch.isfinite(out).all()):
-            if not bool(torch.isfinite(x).all()):
+            if not bool(torch.isfinite(z).all()):
                 raise ValueError(f"{name} must be finite, got NaN or inf values")
             warnings.warn(
                 f"Cholesky factorisation of I + a·Gram failed for {name} of shape "
-                f"{tuple(x.shape)} (largest scale {float(a.max()):.3g}); "
+                f"{tuple(z.shape)} (largest scale {float(a.max()):.3g}); "
                 "falling back to the symmetric eigen-decomposition",
                 CholeskyFallbackWarning,
                 stacklevel=4,
@@ -74,39 +88,83 @@ class _HalfLogdetGram(torch.autograd.Function):
             out = 0.5 * w.sum(-1)
             eig = (w, v)
         ctx.use_rows = use_rows
-        if eig is None:
-            ctx.save_for_backward(x, a, factor)
-            ctx.eig = False
-        else:
-            ctx.save_for_backward(x, a, eig[0], eig[1])
-            ctx.eig = True
+        ctx.normalize = normalize
+        ctx.eig = eig is not None
+        # Saved: the input, the row norms (n×1) and an O(min(n, k)²) factor; the normalised
+        # rows are recomputed in the backward pass rather than kept.
+        extra = (factor,) if eig is None else eig
+        ctx.save_for_backward(z, a, norm, *extra)
         return out
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out: torch.Tensor):
+    def backward(ctx, grad_out):
+        z, a, norm, *extra = ctx.saved_tensors
+        with torch.no_grad():
+            grad_z = _HalfLogdetGram._grad(ctx, grad_out, z, a, norm, extra)
+        if torch.is_grad_enabled():  # create_graph=True: make a second derivative fail loudly
+            grad_z = _NoDoubleBackward.apply(grad_z, z)
+        return grad_z, None, None, None, None
+
+    @staticmethod
+    def _grad(ctx, grad_out, z, a, norm, extra):
         if ctx.eig:
-            x, a, log1p_w, v = ctx.saved_tensors
+            log1p_w, v = extra
             inv_diag = torch.exp(-log1p_w)  # 1 / (1 + a·λ)
 
             def solve(rhs):
                 return v @ (inv_diag[..., None] * (v.mT @ rhs))
         else:
-            x, a, factor = ctx.saved_tensors
+            (factor,) = extra
 
             def solve(rhs):
                 return torch.cholesky_solve(rhs, factor)
 
+        if ctx.normalize:
+            denom = norm.clamp_min(_NORM_EPS)
+            x = z / denom
+        else:
+            x = z
         coef = (grad_out * a)[..., None, None]
         if ctx.use_rows:
-            grad_x = coef * solve(x)  # a·(I + a·XXᵀ)⁻¹·X
+            grad_x = solve(x).mul_(coef)  # a·(I + a·XXᵀ)⁻¹·X
         else:
-            grad_x = coef * solve(x.mT).mT  # a·X·(I + a·XᵀX)⁻¹
-        return grad_x, None, None, None
+            grad_x = solve(x.mT).mT.mul_(coef)  # a·X·(I + a·XᵀX)⁻¹
+        if not ctx.normalize:
+            return grad_x
+        # d(z/‖z‖): (g − x·⟨x, g⟩)/‖z‖ per row; F.normalize skips the projection where the norm
+        # is clamped.
+        dot = (grad_x * x).sum(-1, keepdim=True).masked_fill_(norm <= _NORM_EPS, 0.0)
+        return grad_x.addcmul_(dot, x, value=-1.0).div_(denom)
+
+
+class _NoDoubleBackward(torch.autograd.Function):
+    """Passes a first derivative through; differentiating it raises.
+
+    ``torch.autograd.function.once_differentiable`` is not enough here: it only guards the
+    gradient when the incoming gradient itself requires grad, so ``grad(R, z, create_graph=True)``
+    followed by a second ``backward`` silently treated our term as a constant (wrong Hessian).
+    """
+
+    @staticmethod
+    def forward(ctx, grad, anchor):
+        return grad
+
+    @staticmethod
+    def backward(ctx, _):
+        raise RuntimeError(
+            "coding_rate / half_logdet_gram can be differentiated only once: its backward pass is "
+            "hand-written (Cholesky solves) and has no derivative of its own; use autograd through "
+            "torch.logdet for second derivatives"
+        )
 
 
 def half_logdet_gram(
-    x: torch.Tensor, a: torch.Tensor | float, check: bool = True, name: str = "x"
+    x: torch.Tensor,
+    a: torch.Tensor | float,
+    check: bool = True,
+    name: str = "x",
+    *,
+    normalize: bool = False,
 ) -> torch.Tensor:
     """½·logdet(I + a·XXᵀ) for each matrix in a batch, by Cholesky of the smaller Gram matrix.
 
@@ -117,18 +175,16 @@ def half_logdet_gram(
             ``CholeskyFallbackWarning``) when the factorisation fails. Costs one host sync on
             CUDA; with ``check=False`` a failure propagates as NaN instead.
         name: the argument name used in error messages.
+        normalize: L2-normalise the rows of ``x`` first (as ``F.normalize(x, dim=-1)``, zero
+            rows stay zero), with the normalisation's gradient fused into the backward pass.
 
     Returns:
         Tensor of shape (...), dtype of ``x``. Differentiable once with respect to ``x``;
-        differentiating the gradient again raises a ``RuntimeError``.
+        differentiating the gradient again (after ``create_graph=True``) raises a
+        ``RuntimeError``.
     """
     a = torch.as_tensor(a, dtype=x.dtype, device=x.device).expand(x.shape[:-2])
-    return _HalfLogdetGram.apply(x, a.detach(), check, name)
-
-
-def _prepare(z: torch.Tensor, normalize: bool) -> torch.Tensor:
-    x = z.to(working_dtype(z.dtype))
-    return F.normalize(x, dim=-1) if normalize else x
+    return _HalfLogdetGram.apply(x, a.detach(), bool(normalize), check, name)
 
 
 def coding_rate(
@@ -193,15 +249,16 @@ def coding_rate(
     check_choice(variant, "variant", VARIANTS)
     m, d = z.shape
     with torch.autocast(device_type=z.device.type, enabled=False):
-        x = _prepare(z, normalize)
+        x = z.to(working_dtype(z.dtype))
         if mask is not None:
             if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.shape != (m,):
                 raise ValueError(f"mask must be a bool tensor of shape ({m},), got {mask!r}")
             mask = mask.to(x.device)
-            x = x * mask[:, None].to(x.dtype)  # masked-out rows are zero: no effect on logdet
+            # masked-out rows are zero (and stay zero once normalised): no effect on logdet
+            x = x * mask[:, None].to(x.dtype)
             m = mask.sum().to(x.dtype).clamp_min(1)  # a tensor: no host sync
         a = d / (m * eps_sq) if variant == "standard" else m / (d * eps_sq)
-        return half_logdet_gram(x, a, check=check, name="z")
+        return half_logdet_gram(x, a, check=check, name="z", normalize=normalize)
 
 
 class RateReduction(NamedTuple):
@@ -281,8 +338,8 @@ def coding_rate_reduction(
         inv = labels.long()
         counts = torch.bincount(inv, minlength=num_classes)
     with torch.autocast(device_type=z.device.type, enabled=False):
-        x = _prepare(z, normalize)
-        r = half_logdet_gram(x, d / (m * eps_sq), check=check, name="z")
+        x = z.to(working_dtype(z.dtype))  # rows normalised inside half_logdet_gram
+        r = half_logdet_gram(x, d / (m * eps_sq), check=check, name="z", normalize=normalize)
         # Gather each class's rows into a zero-padded block: (C, n_max, d).
         order = torch.argsort(inv, stable=True)
         starts = torch.cumsum(counts, 0) - counts
@@ -293,5 +350,6 @@ def coding_rate_reduction(
         blocks = blocks.index_put((sorted_cls, slot), x[order])
         n = counts.to(x.dtype)
         a_c = torch.where(n > 0, d / (n.clamp_min(1) * eps_sq), torch.zeros_like(n))
-        r_c = (n / m * half_logdet_gram(blocks, a_c, check=check, name="z")).sum()
+        r_cls = half_logdet_gram(blocks, a_c, check=check, name="z", normalize=normalize)
+        r_c = (n / m * r_cls).sum()
     return RateReduction(r - r_c, r, r_c)

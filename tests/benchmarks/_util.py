@@ -22,9 +22,17 @@ def cli_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "benchmarks", *args]
 
 
-def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, env: dict | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
     return subprocess.run(
-        cli_command(*args), cwd=REPO, env=cli_env(env), capture_output=True, text=True, timeout=timeout
+        cli_command(*args),
+        cwd=REPO,
+        env=cli_env(env),
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -33,6 +41,9 @@ def sqlite_dump(path: str) -> dict:
     con = sqlite3.connect(path)
     try:
         tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        return {t: sorted(map(tuple, con.execute(f'SELECT * FROM "{t}"').fetchall()), key=repr) for t in sorted(tables)}
+        return {
+            t: sorted(map(tuple, con.execute(f'SELECT * FROM "{t}"').fetchall()), key=repr)
+            for t in sorted(tables)
+        }
     finally:
         con.close()

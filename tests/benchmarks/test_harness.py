@@ -55,7 +55,7 @@ class TestSmokeRun:
                     assert f"`{m['name']}`" in table
                     continue
                 assert m["name"] in results["summary"][protocol]
-        assert f"| no_learning |" in table
+        assert "| no_learning |" in table
         for label in ("P@1", "R-Prec", "MAP@R", "NMI", "eff. rank"):
             assert label in table
 
@@ -133,10 +133,18 @@ class TestConfig:
         [
             ("seeds", [0, 0], "seeds must not repeat"),
             ("seeds", [], "seeds must be a non-empty list"),
-            ("training.batch_size", 50, "training.batch_size must be a multiple of training.m_per_class"),
+            (
+                "training.batch_size",
+                50,
+                "training.batch_size must be a multiple of training.m_per_class",
+            ),
             ("training.epochs", -1, "training.epochs must be a positive integer"),
             ("dataset.name", "mnist", "dataset.name must be one of"),
-            ("dataset.protocols.zero_shot.type", "fewshot", r"dataset.protocols.zero_shot.type must be"),
+            (
+                "dataset.protocols.zero_shot.type",
+                "fewshot",
+                r"dataset.protocols.zero_shot.type must be",
+            ),
         ],
     )
     def test_invalid_values_are_named(self, key, value, match):
@@ -146,8 +154,19 @@ class TestConfig:
             config.validate_config(cfg)
 
     def test_cli_overrides(self):
-        args = cli.parse_args(["--seeds", "3", "4", "--epochs", "2", "--set", "training.lr_trunk=0.5",
-                               "--device", "cpu"])
+        args = cli.parse_args(
+            [
+                "--seeds",
+                "3",
+                "4",
+                "--epochs",
+                "2",
+                "--set",
+                "training.lr_trunk=0.5",
+                "--device",
+                "cpu",
+            ]
+        )
         cfg = cli.resolve_config(args)
         assert cfg["seeds"] == [3, 4]
         assert cfg["training"]["epochs"] == 2
@@ -176,33 +195,55 @@ class TestConfig:
 
 class TestRegistry:
     def test_plugin_before_pml(self):
-        import pml_anticollapse.losses as plugin_losses
         from pytorch_metric_learning import losses
+
+        import pml_anticollapse.losses as plugin_losses
 
         assert registry.resolve("MCR2Loss") is plugin_losses.MCR2Loss
         assert registry.resolve("ContrastiveLoss") is losses.ContrastiveLoss
-        assert registry.resolve("pytorch_metric_learning.miners.MultiSimilarityMiner").__name__ == "MultiSimilarityMiner"
+        assert (
+            registry.resolve("pytorch_metric_learning.miners.MultiSimilarityMiner").__name__
+            == "MultiSimilarityMiner"
+        )
 
     def test_missing_class(self):
         with pytest.raises(registry.MissingClassError, match="NoSuchLoss"):
             registry.resolve("NoSuchLoss")
         with pytest.raises(registry.MissingClassError, match="no attribute 'Nope'"):
             registry.resolve("pml_anticollapse.miners.Nope")
-        method = {"name": "x", "loss": {"class": "TripletMarginLoss"}, "miner": {"class": "pml_anticollapse.miners.Nope"}}
+        method = {
+            "name": "x",
+            "loss": {"class": "TripletMarginLoss"},
+            "miner": {"class": "pml_anticollapse.miners.Nope"},
+        }
         assert "Nope" in registry.check_available(method)
-        assert registry.check_available({"name": "y", "loss": {"class": "TripletMarginLoss"}}) is None
+        assert (
+            registry.check_available({"name": "y", "loss": {"class": "TripletMarginLoss"}}) is None
+        )
 
     def test_nested_build_fills_context(self):
         spec = {
             "class": "AntiCollapseLoss",
-            "args": {"loss": {"class": "ProxyAnchorLoss", "args": {"margin": 0.2}}, "target": "proxies"},
+            "args": {
+                "loss": {"class": "ProxyAnchorLoss", "args": {"margin": 0.2}},
+                "target": "proxies",
+            },
         }
         loss = registry.build(spec, {"num_classes": 7, "embedding_size": 16})
         assert loss.loss.proxies.shape == (7, 16)
         assert loss.loss.margin == 0.2
-        reg = registry.build({"class": "TripletMarginLoss", "args": {
-            "embedding_regularizer": {"class": "CodingRateRegularizer", "args": {"eps_sq": 0.25}},
-            "embedding_reg_weight": 0.5}})
+        reg = registry.build(
+            {
+                "class": "TripletMarginLoss",
+                "args": {
+                    "embedding_regularizer": {
+                        "class": "CodingRateRegularizer",
+                        "args": {"eps_sq": 0.25},
+                    },
+                    "embedding_reg_weight": 0.5,
+                },
+            }
+        )
         assert reg.embedding_regularizer.eps_sq == 0.25
         assert reg.embedding_reg_weight == 0.5
 
@@ -216,13 +257,27 @@ class TestRegistry:
         cfg_path = tmp_path / "cfg.yaml"
         cfg_path.write_text(
             "name: skip-test\nseeds: [0]\nthreads: 1\n"
-            "dataset: {name: digits, protocols: {zs: {type: zero_shot, train_classes: [0, 1], test_classes: [2, 3]}}}\n"
+            "dataset: {name: digits, protocols: {zs: {type: zero_shot,\n"
+            "  train_classes: [0, 1], test_classes: [2, 3]}}}\n"
             "methods:\n"
             "  - {name: no_learning, no_learning: true}\n"
             "  - {name: ghost, loss: {class: GhostLoss}}\n"
         )
         out = tmp_path / "run"
-        assert cli.main(["--config", str(cfg_path), "--output", str(out), "--progress", "none", "--no-plots"]) == 0
+        assert (
+            cli.main(
+                [
+                    "--config",
+                    str(cfg_path),
+                    "--output",
+                    str(out),
+                    "--progress",
+                    "none",
+                    "--no-plots",
+                ]
+            )
+            == 0
+        )
         table = (out / "table.md").read_text()
         assert "`ghost`: class 'GhostLoss'" in table
         assert "| no_learning |" in table
@@ -230,8 +285,10 @@ class TestRegistry:
 
 class TestDigitsProtocols:
     def test_zero_shot_is_class_disjoint(self):
-        p = data.digits_protocol("z", {"type": "zero_shot", "train_classes": [0, 1, 2], "test_classes": [7, 9]})
-        x, y = data.load_digits_arrays()
+        p = data.digits_protocol(
+            "z", {"type": "zero_shot", "train_classes": [0, 1, 2], "test_classes": [7, 9]}
+        )
+        _, y = data.load_digits_arrays()
         assert len(p.train) == int(np.isin(y, [0, 1, 2]).sum())
         assert sorted(p.train.labels.unique().tolist()) == [0, 1, 2]
         assert sorted(p.test.labels.unique().tolist()) == [7, 9]
@@ -239,7 +296,9 @@ class TestDigitsProtocols:
 
     def test_superclass_labels_and_split(self):
         groups = [[0, 6, 8, 9], [1, 4, 7], [2, 3, 5]]
-        p = data.digits_protocol("s", {"type": "superclass", "groups": groups, "test_fraction": 0.25})
+        p = data.digits_protocol(
+            "s", {"type": "superclass", "groups": groups, "test_fraction": 0.25}
+        )
         x, y = data.load_digits_arrays()
         coarse = {c: g for g, m in enumerate(groups) for c in m}
         # each held-out image keeps its fine digit; each training image its coarse group
@@ -257,10 +316,19 @@ class TestDigitsProtocols:
     @pytest.mark.parametrize(
         "spec, match",
         [
-            ({"type": "zero_shot", "train_classes": [0, 1], "test_classes": [1, 2]}, "must be disjoint"),
-            ({"type": "zero_shot", "train_classes": [0, 11], "test_classes": [2]}, "train_classes must be"),
+            (
+                {"type": "zero_shot", "train_classes": [0, 1], "test_classes": [1, 2]},
+                "must be disjoint",
+            ),
+            (
+                {"type": "zero_shot", "train_classes": [0, 11], "test_classes": [2]},
+                "train_classes must be",
+            ),
             ({"type": "superclass", "groups": [[0, 1], [1, 2]]}, "digit 1 is in two groups"),
-            ({"type": "superclass", "groups": [[0, 1], [2]], "test_fraction": 1.5}, "test_fraction must be"),
+            (
+                {"type": "superclass", "groups": [[0, 1], [2]], "test_fraction": 1.5},
+                "test_fraction must be",
+            ),
         ],
     )
     def test_bad_protocols(self, spec, match):
@@ -269,7 +337,9 @@ class TestDigitsProtocols:
 
 
 class TestSamplerAndReport:
-    @pytest.mark.parametrize("m, bs, c, expected", [(12, 60, 5, 12), (12, 60, 2, 30), (12, 60, 3, 20), (8, 64, 3, 32)])
+    @pytest.mark.parametrize(
+        "m, bs, c, expected", [(12, 60, 5, 12), (12, 60, 2, 30), (12, 60, 3, 20), (8, 64, 3, 32)]
+    )
     def test_effective_m_per_class(self, m, bs, c, expected):
         got = train.effective_m_per_class(m, bs, c)
         assert got == expected
@@ -278,8 +348,10 @@ class TestSamplerAndReport:
     def test_aggregate_mean_and_sample_std(self):
         rng = np.random.default_rng(0)
         vals = rng.random(4)
-        cells = [{"protocol": "p", "method": "m", "seed": i, "metrics": {"precision_at_1": float(v)}}
-                 for i, v in enumerate(vals)]
+        cells = [
+            {"protocol": "p", "method": "m", "seed": i, "metrics": {"precision_at_1": float(v)}}
+            for i, v in enumerate(vals)
+        ]
         agg = report.aggregate(cells)["p"]["m"]
         assert agg["precision_at_1"]["mean"] == pytest.approx(vals.mean())
         assert agg["precision_at_1"]["std"] == pytest.approx(np.std(vals, ddof=1))

@@ -23,12 +23,35 @@ def _run(name, tmp_path, *extra):
     root = fake_datasets.make_fake_tree(name, str(tmp_path / "data"), NUM_CLASSES, PER_CLASS, 24)
     out = tmp_path / "run"
     argv = [
-        "--dataset", name, "--data-root", root, "--smoke", "--device", "cpu",
-        "--set", "model.name=tiny", "--set", "dataset.image_size=32",
-        "--set", "training.batch_size=8", "--set", "training.m_per_class=4",
-        "--set", "training.num_workers=0", "--set", "training.amp=false",
-        "--methods", "no_learning", "contrastive+ac", "proxy_anchor+ac",
-        "--output", str(out), "--progress", "none", "--no-plots", *extra,
+        "--dataset",
+        name,
+        "--data-root",
+        root,
+        "--smoke",
+        "--device",
+        "cpu",
+        "--set",
+        "model.name=tiny",
+        "--set",
+        "dataset.image_size=32",
+        "--set",
+        "training.batch_size=8",
+        "--set",
+        "training.m_per_class=4",
+        "--set",
+        "training.num_workers=0",
+        "--set",
+        "training.amp=false",
+        "--methods",
+        "no_learning",
+        "contrastive+ac",
+        "proxy_anchor+ac",
+        "--output",
+        str(out),
+        "--progress",
+        "none",
+        "--no-plots",
+        *extra,
     ]
     assert cli.main(argv) == 0
     return out
@@ -50,11 +73,25 @@ class TestRealDatasetPath:
             # retrieval on the unseen test split only: 2 classes x 4 images
             assert cell["num_test"] == (NUM_CLASSES // 2) * PER_CLASS
             m = cell["metrics"]
-            assert 0.0 <= m["precision_at_1"] <= 1.0 and 0.0 <= m["mean_average_precision_at_r"] <= 1.0
-            expected_dim = 768 if cell["method"] == "no_learning" else preset["model"]["embedding_size"]
+            assert (
+                0.0 <= m["precision_at_1"] <= 1.0 and 0.0 <= m["mean_average_precision_at_r"] <= 1.0
+            )
+            expected_dim = (
+                768 if cell["method"] == "no_learning" else preset["model"]["embedding_size"]
+            )
             assert cell["dim"] == expected_dim
         assert (out / "records" / "zero_shot" / "proxy_anchor+ac" / "seed0" / "logs.db").exists()
 
     def test_missing_root_is_refused(self, name, tmp_path):
         with pytest.raises(ValueError, match=r"dataset.root \(--data-root\)"):
-            cli.main(["--dataset", name, "--smoke", "--output", str(tmp_path / "r"), "--progress", "none"])
+            cli.main(
+                [
+                    "--dataset",
+                    name,
+                    "--smoke",
+                    "--output",
+                    str(tmp_path / "r"),
+                    "--progress",
+                    "none",
+                ]
+            )

@@ -102,8 +102,13 @@ def runs(tmp_path_factory):
 
     # kill 1: inside cell triplet+ac/seed0, after epoch 1's checkpoint, during epoch 2's window
     # (epoch 2 has run and its records are in memory, its checkpoint not yet written)
-    p = subprocess.Popen(cli_command(*_args(cfg, killed)), cwd=REPO, env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(
+        cli_command(*_args(cfg, killed)),
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     assert _wait_for(lambda: os.path.exists(work_ckpt), p), "no checkpoint appeared"
     time.sleep(0.15)
     _kill(p)
@@ -111,8 +116,13 @@ def runs(tmp_path_factory):
     n_cells_after_kill1 = len(_cells(killed))
 
     # kill 2: right after one more cell is committed
-    p = subprocess.Popen(cli_command(*_args(cfg, killed)), cwd=REPO, env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(
+        cli_command(*_args(cfg, killed)),
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     assert _wait_for(lambda: len(_cells(killed)) >= n_cells_after_kill1 + 1, p), "no cell committed"
     _kill(p)
     n_cells_after_kill2 = len(_cells(killed))
@@ -120,8 +130,11 @@ def runs(tmp_path_factory):
     proc = run_cli(*_args(cfg, killed))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {
-        "ref": ref, "killed": killed, "first_ckpt_epoch": first_ckpt_epoch,
-        "n1": n_cells_after_kill1, "n2": n_cells_after_kill2,
+        "ref": ref,
+        "killed": killed,
+        "first_ckpt_epoch": first_ckpt_epoch,
+        "n1": n_cells_after_kill1,
+        "n2": n_cells_after_kill2,
     }
 
 
@@ -131,13 +144,17 @@ class TestResumeAfterSigkill:
         assert runs["n1"] < runs["n2"] < N_CELLS
 
     def test_the_killed_cell_resumed_from_its_checkpoint(self, runs):
-        cell = json.loads((runs["killed"] / "cells" / "zs" / "triplet+ac" / "seed0.json").read_text())
+        cell = json.loads(
+            (runs["killed"] / "cells" / "zs" / "triplet+ac" / "seed0.json").read_text()
+        )
         assert cell["resumed_from_epoch"] == runs["first_ckpt_epoch"]
 
     def test_same_cells_no_loss_no_duplicate(self, runs):
         ref, killed = _cells(runs["ref"]), _cells(runs["killed"])
         assert len(ref) == N_CELLS
-        assert [os.path.relpath(p, runs["ref"]) for p in ref] == [os.path.relpath(p, runs["killed"]) for p in killed]
+        assert [os.path.relpath(p, runs["ref"]) for p in ref] == [
+            os.path.relpath(p, runs["killed"]) for p in killed
+        ]
         for a, b in zip(ref, killed):
             with open(a) as fa, open(b) as fb:
                 assert _strip_volatile(json.load(fa)) == _strip_volatile(json.load(fb)), a
@@ -145,7 +162,7 @@ class TestResumeAfterSigkill:
     def test_same_table(self, runs):
         def body(p):
             text = (p / "table.md").read_text()
-            return text[text.index("### "):]
+            return text[text.index("### ") :]
 
         assert body(runs["ref"]) == body(runs["killed"])
         results = json.loads((runs["killed"] / "results.json").read_text())
