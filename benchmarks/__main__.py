@@ -5,4 +5,7 @@ import sys
 from .cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except ValueError as e:  # a bad config or option: say what, without a traceback
+        sys.exit(f"python -m benchmarks: error: {e}")

@@ -149,8 +149,11 @@ def main(argv=None) -> int:
 
     # PML's trainer formats its tqdm description from a tensor that requires grad
     warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True")
-    command = "python -m benchmarks " + " ".join(
-        shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)
+    command = " ".join(
+        [
+            "python -m benchmarks",
+            *(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
+        ]
     )
     if args.report_only:
         if not args.output:
@@ -185,6 +188,12 @@ def main(argv=None) -> int:
 
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
+        try:  # faiss (kNN, k-means for NMI) has its own OpenMP pool
+            import faiss
+
+            faiss.omp_set_num_threads(int(cfg["threads"]))
+        except (ImportError, AttributeError):
+            pass
     device = pick_device(cfg.get("device"))
     if args.progress is None:
         args.progress = "all" if sys.stderr.isatty() else "cells"
@@ -211,6 +220,10 @@ def main(argv=None) -> int:
         else:
             runnable.append(m)
     plan = [(p, m["name"], s) for p in protocols for m in runnable for s in cfg["seeds"]]
+    run_json = os.path.join(run_dir, "run.json")
+    sessions = _io.read_json(run_json).get("sessions", []) if os.path.exists(run_json) else []
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    sessions.append({"command": command, "started_utc": now, "wall_seconds": None})
     info = {
         "config": cfg,
         "plan": plan,
@@ -220,10 +233,11 @@ def main(argv=None) -> int:
         "commit": report.git_commit(),
         "device": str(device),
         "seeds": cfg["seeds"],
-        "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "started_utc": sessions[0]["started_utc"],
+        "sessions": sessions,  # one entry per invocation: a resumed run keeps its history
         "environment": report.environment(str(device)),
     }
-    _io.atomic_write_json(os.path.join(run_dir, "run.json"), info)
+    _io.atomic_write_json(run_json, info)
 
     import tqdm
 
@@ -235,12 +249,13 @@ def main(argv=None) -> int:
         res = train.run_cell(cfg, run_dir, protocols[protocol], by_name[name], seed, device)
         map_r = res["metrics"]["mean_average_precision_at_r"]
         bar.set_postfix_str(f"{protocol}/{name}/seed{seed} MAP@R={map_r:.3f}")
-    info["wall_seconds"] = round(time.perf_counter() - t0, 1)
-    _io.atomic_write_json(os.path.join(run_dir, "run.json"), info)
+    sessions[-1]["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    info["wall_seconds"] = round(sum(s["wall_seconds"] or 0.0 for s in sessions), 1)
+    _io.atomic_write_json(run_json, info)
     text = report.build_report(run_dir, info, make_plots=not args.no_plots)
     print(text)
     print(
-        f"[benchmarks] {len(plan)} cells in {info['wall_seconds']} s; report in {run_dir}/ "
+        f"[benchmarks] {len(plan)} cells in {sessions[-1]['wall_seconds']} s; report in {run_dir}/ "
         "(table.md, results.json, spectrum_*.png, metrics_*.png, records/)"
     )
     return 0

@@ -12,6 +12,8 @@ Schema (every key optional; a missing key takes the value of ``DEFAULTS`` below;
       name: digits                # digits | cub | cars196 | sop
       root: null                  # local data root for cub/cars196/sop (CLI --data-root)
       image_size: 224             # cub/cars196/sop: side of the square crop fed to the backbone
+      augment_shift: 0            # digits: shift training images by up to this many pixels
+      split_seed: 0               # digits superclass: seed of the held-out split
       protocols:                  # digits only; each entry is one evaluation protocol
         zero_shot:                #   train on some digits, test retrieval on unseen digits
           type: zero_shot
@@ -86,6 +88,7 @@ DEFAULTS: dict[str, Any] = {
         "root": None,
         "image_size": 224,
         "split_seed": 0,
+        "augment_shift": 0,
         "protocols": {
             "zero_shot": {
                 "type": "zero_shot",
@@ -140,7 +143,10 @@ def read_yaml(path: str) -> dict:
     if not os.path.isfile(path):
         raise ValueError(f"config must be an existing YAML file, got {path!r}")
     with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f)
+        try:
+            data = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise ValueError(f"config {path!r} is not valid YAML: {e}") from e
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -265,6 +271,7 @@ def method_by_name(cfg: dict, name: str) -> dict:
 def identity(cfg: dict) -> dict:
     """The part of the config that fixes results: everything but the selection keys."""
     out = {k: v for k, v in cfg.items() if k not in SELECTION_KEYS}
+    out["methods"] = [{k: v for k, v in m.items() if k != "description"} for m in cfg["methods"]]
     return json.loads(json.dumps(out, sort_keys=True, default=str))
 
 

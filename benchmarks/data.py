@@ -40,6 +40,31 @@ class TensorPairs(torch.utils.data.Dataset):
         return self.x[i], self.labels[i]
 
 
+class ShiftedDigits(TensorPairs):
+    """Training digits, each drawn shifted by up to ``max_shift`` pixels (zero fill) at random.
+
+    The shift is drawn from torch's global generator, so a seeded (and resumed) run draws the
+    same shifts.
+    """
+
+    def __init__(self, x: torch.Tensor, labels: torch.Tensor, max_shift: int, side: int = 8):
+        super().__init__(x, labels)
+        if not isinstance(max_shift, int) or not 0 <= max_shift < side:
+            raise ValueError(
+                f"dataset.augment_shift must be an integer in [0, {side}), got {max_shift!r}"
+            )
+        self.max_shift = max_shift
+        self.side = side
+
+    def __getitem__(self, i):
+        img = self.x[i].view(self.side, self.side)
+        dy, dx = (torch.randint(-self.max_shift, self.max_shift + 1, (2,))).tolist()
+        pad = torch.nn.functional.pad(img, (self.max_shift,) * 4)
+        top, left = self.max_shift - dy, self.max_shift - dx
+        out = pad[top : top + self.side, left : left + self.side]
+        return out.reshape(-1), self.labels[i]
+
+
 @dataclass
 class ProtocolData:
     name: str
@@ -72,8 +97,15 @@ def _check_classes(value, name: str) -> list[int]:
     return value
 
 
-def digits_protocol(name: str, spec: dict, split_seed: int = 0) -> ProtocolData:
-    """Build one digits protocol from its config entry."""
+def _train_set(x: np.ndarray, y: np.ndarray, augment_shift: int) -> TensorPairs:
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    return ShiftedDigits(xt, yt, augment_shift) if augment_shift else TensorPairs(xt, yt)
+
+
+def digits_protocol(
+    name: str, spec: dict, split_seed: int = 0, augment_shift: int = 0
+) -> ProtocolData:
+    """Build one digits protocol from its config entry (``augment_shift``: training images only)."""
     x, y = load_digits_arrays()
     kind = spec.get("type")
     if kind == "zero_shot":
@@ -88,7 +120,7 @@ def digits_protocol(name: str, spec: dict, split_seed: int = 0) -> ProtocolData:
             )
         tr = np.isin(y, train_c)
         te = np.isin(y, test_c)
-        train = TensorPairs(torch.from_numpy(x[tr]), torch.from_numpy(_remap(y[tr])))
+        train = _train_set(x[tr], _remap(y[tr]), augment_shift)
         test = TensorPairs(torch.from_numpy(x[te]), torch.from_numpy(y[te]))
         return ProtocolData(
             name,
@@ -125,7 +157,7 @@ def digits_protocol(name: str, spec: dict, split_seed: int = 0) -> ProtocolData:
             rng.shuffle(idx)
             test_mask[idx[: round(frac * len(idx))]] = True
         yc = np.array([coarse[int(c)] for c in y], dtype=np.int64)
-        train = TensorPairs(torch.from_numpy(x[~test_mask]), torch.from_numpy(yc[~test_mask]))
+        train = _train_set(x[~test_mask], yc[~test_mask], augment_shift)
         test = TensorPairs(torch.from_numpy(x[test_mask]), torch.from_numpy(y[test_mask]))
         return ProtocolData(
             name,
@@ -146,7 +178,8 @@ def build_protocols(cfg: dict) -> dict[str, ProtocolData]:
     ds = cfg["dataset"]
     if ds["name"] == "digits":
         return {
-            n: digits_protocol(n, p, ds.get("split_seed", 0)) for n, p in ds["protocols"].items()
+            n: digits_protocol(n, p, ds.get("split_seed", 0), ds.get("augment_shift", 0))
+            for n, p in ds["protocols"].items()
         }
     if not ds.get("root"):
         raise ValueError(

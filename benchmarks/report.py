@@ -249,10 +249,15 @@ def build_report(run_dir: str, run_info: dict, make_plots: bool = True) -> str:
         for p in plan
         if not os.path.exists(os.path.join(run_dir, "cells", p[0], p[1], f"seed{p[2]}.json"))
     ]
+    sessions = run_info.get("sessions") or [{"command": run_info.get("command", "")}]
+    hw = run_info.get("environment", {}).get("hardware", {})
     header = (
         f"# Benchmark: {run_info['config'].get('name')}\n\n"
-        f"command: `{run_info.get('command', '')}`  \n"
-        f"commit: {run_info.get('commit')}; device: {run_info.get('device')}; "
+        f"command: `{sessions[0]['command']}`  \n"
+        f"started: {run_info.get('started_utc')}; wall time: {run_info.get('wall_seconds')} s "
+        f"over {len(sessions)} session(s)  \n"
+        f"commit: {run_info.get('commit')}; device: {run_info.get('device')} "
+        f"({hw.get('cpu_count')} CPUs, {hw.get('torch_threads')} torch threads); "
         f"seeds: {run_info.get('seeds')}; epochs: {run_info['config']['training']['epochs']}\n"
     )
     if missing:
@@ -264,6 +269,7 @@ def build_report(run_dir: str, run_info: dict, make_plots: bool = True) -> str:
             "commit": run_info.get("commit"),
             "command": run_info.get("command"),
             "started_utc": run_info.get("started_utc"),
+            "sessions": run_info.get("sessions"),
             "report_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(
                 timespec="seconds"
             ),

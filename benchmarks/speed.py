@@ -18,7 +18,12 @@ L2-normalised rows of an (m, d) batch (ε² = 0.5), timed in the same run:
 Method (``../shared/STYLE.md``, "Benchmarks are a small product"): each case is timed with
 ``torch.utils.benchmark.Timer.blocked_autorange`` (CUDA synchronised by the timer), in
 ``--rounds`` rounds that interleave the three implementations so that a change in machine load
-hits them alike; the per-block times of all rounds are pooled into a median and an IQR. Passes:
+hits them alike; the per-block times of all rounds are pooled into a median and an IQR. On a
+shared machine, ``--threads 1 --timer cpu`` times with the thread's CPU clock
+(``time.thread_time``) instead of the wall clock: with one intra-op thread all the work runs on
+the calling thread, so other processes competing for the cores no longer inflate the figures
+(with several threads, OpenMP barriers turn contention into wall time, mostly in the large
+LAPACK calls of the naive baseline, which flatters the ratios). Passes:
 ``fwd`` (the graph is recorded, as in training) and ``fwd+bwd`` (``torch.autograd.grad``).
 Precisions: float32, and bf16 autocast on CPU / fp16 autocast on CUDA (the input stays float32;
 ``ours`` switches autocast off for its linear algebra, the baselines run as written, so their Gram
@@ -160,14 +165,24 @@ def _make_case(
     return run
 
 
+TIMERS = {"wall": time.perf_counter, "cpu": time.thread_time}
+CLOCK_NAMES = {"wall": "wall (time.perf_counter)", "cpu": "thread CPU time (time.thread_time)"}
+
+
 def _time_interleaved(
-    cases: dict[str, Callable[[], object]], rounds: int, min_run_time: float, threads: int
+    cases: dict[str, Callable[[], object]],
+    rounds: int,
+    min_run_time: float,
+    threads: int,
+    clock: str = "wall",
 ) -> dict[str, dict[str, float]]:
     pooled: dict[str, list[float]] = {name: [] for name in cases}
     for r in range(rounds):
         names = list(cases) if r % 2 == 0 else list(reversed(cases))
         for name in names:
-            timer = Timer("run()", globals={"run": cases[name]}, num_threads=threads)
+            timer = Timer(
+                "run()", globals={"run": cases[name]}, num_threads=threads, timer=TIMERS[clock]
+            )
             pooled[name].extend(timer.blocked_autorange(min_run_time=min_run_time).times)
     return {name: summarize(times) for name, times in pooled.items()}
 
@@ -189,6 +204,7 @@ def bench_device(
     rounds: int,
     min_run_time: float,
     threads: int,
+    clock: str = "wall",
     log=print,
 ) -> tuple[list[dict], list[dict]]:
     """Time every implementation on every grid point; check them against the float64 reference."""
@@ -219,7 +235,7 @@ def bench_device(
                     for name, fn in RATE_FNS.items()
                     if name in runnable
                 }
-                stats = _time_interleaved(cases, rounds, min_run_time, threads)
+                stats = _time_interleaved(cases, rounds, min_run_time, threads, clock)
                 base = {"device": device, "precision": precision, "m": m, "d": d, "pass": pass_}
                 ours = stats.get("ours")
                 for name, s in stats.items():
@@ -303,10 +319,17 @@ def _training_setup(model_fn, x, labels, with_regularizer: bool, seed: int):
 
 
 def training_overhead(
-    name: str, model_fn, x: torch.Tensor, labels: torch.Tensor, steps: int, warmup: int
+    name: str,
+    model_fn,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    steps: int,
+    warmup: int,
+    clock: str = "wall",
 ) -> dict:
     """Median step time with and without the regularizer, steps interleaved (same run)."""
     sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
+    now = TIMERS[clock]
     steps_fn = {
         "without": _training_setup(model_fn, x, labels, False, seed=0),
         "with": _training_setup(model_fn, x, labels, True, seed=0),
@@ -316,11 +339,11 @@ def training_overhead(
         order = ("without", "with") if i % 2 == 0 else ("with", "without")
         for key in order:
             sync()
-            t0 = time.perf_counter()
+            t0 = now()
             steps_fn[key]()
             sync()
             if i >= warmup:
-                times[key].append(time.perf_counter() - t0)
+                times[key].append(now() - t0)
     s_without, s_with = summarize(times["without"]), summarize(times["with"])
     paired = [b / a for a, b in zip(times["without"], times["with"])]
     return {
@@ -331,6 +354,7 @@ def training_overhead(
         "loss": "ContrastiveLoss",
         "regularizer": "CodingRateRegularizer(eps_sq=0.5), embedding_reg_weight=0.1",
         "steps": steps,
+        "clock": clock,
         "without_median_s": s_without["median_s"],
         "without_iqr_s": s_without["iqr_s"],
         "with_median_s": s_with["median_s"],
@@ -340,7 +364,9 @@ def training_overhead(
     }
 
 
-def bench_training(device: str, smoke: bool, resnet_cpu_size: int = 0, log=print) -> list[dict]:
+def bench_training(
+    device: str, smoke: bool, resnet_cpu_size: int = 0, clock: str = "wall", log=print
+) -> list[dict]:
     """The digits MLP on ``device``; the ResNet-18-shaped network on CUDA at 224×224, or on the
     CPU at ``resnet_cpu_size``² when that is > 0 (a 224² step takes seconds on a laptop CPU)."""
     from benchmarks.models import DigitsMLP
@@ -350,7 +376,9 @@ def bench_training(device: str, smoke: bool, resnet_cpu_size: int = 0, log=print
     x = torch.randn(128, 64, generator=gen).to(device)
     labels = torch.randint(0, 10, (128,), generator=gen).to(device)
     steps, warmup = (20, 3) if smoke else (400, 20)
-    row = training_overhead("DigitsMLP (64-256-256-64)", DigitsMLP, x, labels, steps, warmup)
+    row = training_overhead(
+        "DigitsMLP (64-256-256-64)", DigitsMLP, x, labels, steps, warmup, clock
+    )
     log(f"  training {device} DigitsMLP: overhead ratio {row['ratio']:.3f}")
     out.append(row)
     size = 224 if device == "cuda" else resnet_cpu_size
@@ -361,7 +389,9 @@ def bench_training(device: str, smoke: bool, resnet_cpu_size: int = 0, log=print
             steps, warmup = (5, 2) if smoke else (60, 10)
         else:
             steps, warmup = (2, 1) if smoke else (10, 2)
-        row = training_overhead("ResNet18Like (512-d)", ResNet18Like, x, labels, steps, warmup)
+        row = training_overhead(
+            "ResNet18Like (512-d)", ResNet18Like, x, labels, steps, warmup, clock
+        )
         log(f"  training {device} ResNet18Like {size}px: overhead ratio {row['ratio']:.3f}")
         out.append(row)
     else:
@@ -408,7 +438,7 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def metadata(devices: Sequence[str], threads: int, argv: Sequence[str]) -> dict:
+def metadata(devices: Sequence[str], threads: int, argv: Sequence[str], clock: str) -> dict:
     import pytorch_metric_learning
 
     names = {"cpu": f"{_cpu_model()} ({os.cpu_count()} logical CPUs)"}
@@ -426,6 +456,7 @@ def metadata(devices: Sequence[str], threads: int, argv: Sequence[str]) -> dict:
         },
         "device": names,
         "threads": threads,
+        "clock": CLOCK_NAMES[clock],
         "platform": platform.platform(),
         "eps_sq": EPS_SQ,
     }
@@ -471,7 +502,7 @@ def markdown(report: dict) -> str:
         "",
         f"Command: `{md['command']}`  ",
         f"Date: {md['date']}, commit `{md['commit']}`, torch {md['versions']['torch']}, "
-        f"threads {md['threads']}  ",
+        f"threads {md['threads']}, clock: {md['clock']}  ",
         "Hardware: " + "; ".join(f"{k}: {v}" for k, v in md["device"].items()) + "  ",
         f"Load average (1 min) before/after: {md.get('loadavg_before')} / "
         f"{md.get('loadavg_after')}",
@@ -609,6 +640,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grid", type=_parse_grid, default=None, help="e.g. 90x512,1024x64")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="intra-op threads")
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (3; smoke: 1)")
+    p.add_argument(
+        "--timer", choices=tuple(TIMERS), default="wall", help="wall clock, or thread CPU time"
+    )
     p.add_argument("--min-run-time", type=float, default=None, help="seconds per autorange")
     p.add_argument("--skip-training", action="store_true", help="skip the training-step overhead")
     p.add_argument(
@@ -630,12 +664,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
             raise SystemExit(f"--devices must list cpu and/or cuda, got {dev!r}")
         if dev == "cuda" and not torch.cuda.is_available():
             raise SystemExit("--devices asks for cuda but no CUDA device is available")
+    if args.timer == "cpu" and (args.threads != 1 or "cuda" in devices):
+        raise SystemExit("--timer cpu needs --threads 1 and the CPU only (--devices cpu)")
     rounds = args.rounds or (1 if args.smoke else 3)
     min_run_time = args.min_run_time or (0.01 if args.smoke else 0.2)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
 
-    report = {"metadata": metadata(devices, args.threads, argv)}
+    report = {"metadata": metadata(devices, args.threads, argv, args.timer)}
     report["metadata"]["loadavg_before"] = _loadavg()
     results, accuracy, training = [], [], []
     for dev in devices:
@@ -643,11 +679,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
         if dev == "cuda" and not args.smoke and args.grid is None:
             grid = tuple(grid) + CUDA_EXTRA
         print(f"[speed] {dev}: {len(grid)} grid points, {rounds} round(s)", flush=True)
-        r, a = bench_device(dev, grid, rounds, min_run_time, args.threads)
+        r, a = bench_device(dev, grid, rounds, min_run_time, args.threads, args.timer)
         results += r
         accuracy += a
         if not args.skip_training:
-            training += bench_training(dev, args.smoke, args.resnet_cpu_size)
+            training += bench_training(dev, args.smoke, args.resnet_cpu_size, args.timer)
     report["metadata"]["loadavg_after"] = _loadavg()
     report["results"], report["accuracy"], report["training"] = results, accuracy, training
     report["targets"] = check_targets(results, accuracy, training)

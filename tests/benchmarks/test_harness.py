@@ -387,3 +387,36 @@ class TestNumbers:
         cfg["training"]["lr_trunk"] = "fast"
         with pytest.raises(ValueError, match="training.lr_trunk must be a non-negative number"):
             config.validate_config(cfg)
+
+
+class TestShiftAugmentation:
+    def test_shift_matches_numpy_roll_with_zero_fill(self):
+        x, y = data.load_digits_arrays()
+        ds = data.ShiftedDigits(torch.from_numpy(x[:50]), torch.from_numpy(y[:50]), max_shift=2)
+        seen = set()
+        torch.manual_seed(0)
+        for i in range(50):
+            gen_state = torch.get_rng_state()
+            out, label = ds[i]
+            torch.set_rng_state(gen_state)
+            dy, dx = torch.randint(-2, 3, (2,)).tolist()
+            ds[i]  # keep the generator in step with the draw above
+            img = x[i].reshape(8, 8)
+            ref = np.roll(np.roll(img, dy, axis=0), dx, axis=1)
+            if dy > 0:
+                ref[:dy] = 0
+            elif dy < 0:
+                ref[dy:] = 0
+            if dx > 0:
+                ref[:, :dx] = 0
+            elif dx < 0:
+                ref[:, dx:] = 0
+            np.testing.assert_array_equal(out.numpy().reshape(8, 8), ref)
+            assert int(label) == int(y[i])
+            seen.add((dy, dx))
+        assert len(seen) > 5
+
+    def test_bad_shift(self):
+        x, y = data.load_digits_arrays()
+        with pytest.raises(ValueError, match="dataset.augment_shift must be an integer"):
+            data.ShiftedDigits(torch.from_numpy(x[:5]), torch.from_numpy(y[:5]), max_shift=8)

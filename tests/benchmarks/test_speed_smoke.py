@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import pytest
 import torch
@@ -25,7 +26,7 @@ class TestSmokeRun:
         on_disk = json.loads((out / "speed.json").read_text())
         assert on_disk == json.loads(json.dumps(report))
         meta = on_disk["metadata"]
-        for key in ("commit", "versions", "device", "threads", "date", "command"):
+        for key in ("commit", "versions", "device", "threads", "date", "command", "clock"):
             assert key in meta, key
         assert meta["versions"]["torch"] == torch.__version__
         assert meta["threads"] == torch.get_num_threads()
@@ -96,6 +97,18 @@ class TestHelpers:
         assert speed.summarize([7.0]) == {"median_s": 7.0, "iqr_s": 0.0, "n_blocks": 1}
         with pytest.raises(ValueError, match="times must not be empty"):
             speed.summarize([])
+
+    def test_cpu_clock_needs_one_thread(self, tmp_path):
+        with pytest.raises(SystemExit, match="--timer cpu needs --threads 1"):
+            speed.main(["--smoke", "--timer", "cpu", "--threads", "2", "--out", str(tmp_path)])
+
+    def test_cpu_clock_counts_work_not_waiting(self):
+        # thread CPU time does not advance while the thread sleeps; the wall clock does
+        case = {"sleep": lambda: time.sleep(0.002)}
+        cpu = speed._time_interleaved(case, rounds=1, min_run_time=0.02, threads=1, clock="cpu")
+        wall = speed._time_interleaved(case, rounds=1, min_run_time=0.02, threads=1, clock="wall")
+        assert cpu["sleep"]["median_s"] < 0.0005
+        assert wall["sleep"]["median_s"] >= 0.002
 
     def test_parse_grid(self):
         assert speed._parse_grid("90x512,1024X64") == [(90, 512), (1024, 64)]
