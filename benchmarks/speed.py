@@ -2,7 +2,8 @@
 
 Run from the repository root::
 
-    python -m benchmarks.speed                     # full grid, CPU (and CUDA when present)
+    python -m benchmarks.speed                       # full grid, CPU (and CUDA when present)
+    python -m benchmarks.speed --threads 1 --timer cpu  # CPU only, robust on a shared machine
     python -m benchmarks.speed --smoke --out /tmp/s  # a few seconds; what CI runs
 
 Three implementations of the same quantity, R(Z) = ½·logdet(I + d/(m·ε²)·ZZᵀ) of the
@@ -33,8 +34,8 @@ eigenvalue reference (value and gradient, relative, norm-wise).
 Training-step overhead: one optimisation step (forward, PML ``ContrastiveLoss``, backward, Adam)
 of the same model on the same batch without and with ``CodingRateRegularizer`` as the loss's
 ``embedding_regularizer``, steps interleaved (alternating which goes first), ratio of the medians.
-The digits MLP always; a ResNet-18-shaped network on random 3×224×224 input, batch 64, only when
-CUDA is present.
+The digits MLP always; a ResNet-18-shaped network on random 3×224×224 input, batch 64, when
+CUDA is present (on the CPU only if asked, at a reduced size: ``--resnet-cpu-size 32``).
 
 Outputs in ``--out``: ``speed.json`` (``{"metadata": ..., "results": [...], "accuracy": [...],
 "training": [...], "targets": ...}``), ``speed.md`` (the tables) and ``speed_ratios.png``.
@@ -577,7 +578,8 @@ def plot(report: dict, path: Path) -> bool:
     except ImportError:
         return False
     panels = sorted(
-        {(r["device"], r["precision"]) for r in report["results"] if r["pass"] == "fwd+bwd"}
+        {(r["device"], r["precision"]) for r in report["results"] if r["pass"] == "fwd+bwd"},
+        key=lambda p: (p[0], p[1] != "float32", p[1]),  # float32 first on each device
     )
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
     for ax, (dev, prec) in zip(axes[0], panels):

@@ -107,28 +107,31 @@ class _HalfLogdetGram(torch.autograd.Function):
 
     @staticmethod
     def _grad(ctx, grad_out, z, a, norm, extra):
+        if ctx.normalize:
+            denom = norm.clamp_min(_NORM_EPS)
+            x = z / denom
+        else:
+            x = z
         if ctx.eig:
             log1p_w, v = extra
             inv_diag = torch.exp(-log1p_w)  # 1 / (1 + a·λ)
 
             def solve(rhs):
                 return v @ (inv_diag[..., None] * (v.mT @ rhs))
+
+            grad_x = solve(x) if ctx.use_rows else solve(x.mT).mT
+        elif ctx.use_rows:
+            # (I + a·XXᵀ)⁻¹X = (Xᵀ·L⁻ᵀ·L⁻¹)ᵀ: two right-side triangular solves on Xᵀ, a
+            # column-major view of the row-major X that LAPACK reads in place, giving a row-major
+            # result once transposed. (cholesky_solve(X, L) copies X and returns a column-major
+            # gradient, which slows the elementwise passes below: 2.5× slower at 128×512.)
+            (factor,) = extra
+            y = torch.linalg.solve_triangular(factor.mT, x.mT, upper=True, left=False)
+            grad_x = torch.linalg.solve_triangular(factor, y, upper=False, left=False).mT
         else:
             (factor,) = extra
-
-            def solve(rhs):
-                return torch.cholesky_solve(rhs, factor)
-
-        if ctx.normalize:
-            denom = norm.clamp_min(_NORM_EPS)
-            x = z / denom
-        else:
-            x = z
-        coef = (grad_out * a)[..., None, None]
-        if ctx.use_rows:
-            grad_x = solve(x).mul_(coef)  # a·(I + a·XXᵀ)⁻¹·X
-        else:
-            grad_x = solve(x.mT).mT.mul_(coef)  # a·X·(I + a·XᵀX)⁻¹
+            grad_x = torch.cholesky_solve(x.mT, factor).mT  # X·(I + a·XᵀX)⁻¹, same layout
+        grad_x.mul_((grad_out * a)[..., None, None])  # times a
         if not ctx.normalize:
             return grad_x
         # d(z/‖z‖): (g − x·⟨x, g⟩)/‖z‖ per row; F.normalize skips the projection where the norm
