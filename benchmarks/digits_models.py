@@ -34,3 +34,71 @@ class ResidualDigitsMLP(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.mlp(x)
+
+
+class WideResidualDigitsMLP(torch.nn.Module):
+    """z = [x, 0] + MLP(x): a residual MLP whose embedding is wider than its input.
+
+    64 pixels → ``hidden`` → ``hidden`` → ``embedding_size`` (≥ 64). The input is copied into
+    the first ``in_dim`` coordinates of the embedding (identity), the remaining
+    ``embedding_size - in_dim`` coordinates are learned only. The rows of the last layer that
+    feed the identity coordinates start at 0; those of the extra coordinates start at PyTorch's
+    default initialisation times ``extra_init_scale``. They must not start at 0: extra
+    coordinates that are 0 for every sample are a stationary point of every distance-based
+    loss on normalised embeddings and of the coding rate (the gradient of
+    ``logdet(I + c ZᵀZ)`` is ``2c Z (I + c ZᵀZ)⁻¹``, zero in zero columns of Z), so they would
+    never move and the model would be the 64-d residual MLP. With the small default scale the
+    model starts close to the raw pixels (the ``no_learning`` row).
+
+    Args:
+        in_dim: size of the flattened input (64 for 8x8 digits).
+        hidden: width of the two hidden layers.
+        embedding_size: size of the embedding, at least ``in_dim``.
+        extra_init_scale: factor on the default initial weights of the extra coordinates;
+            0 reproduces the (stationary) all-zero start.
+
+    Raises:
+        ValueError: if ``embedding_size`` is smaller than ``in_dim`` or ``extra_init_scale``
+            is negative.
+    """
+
+    def __init__(
+        self,
+        in_dim: int = 64,
+        hidden: int = 256,
+        embedding_size: int = 128,
+        extra_init_scale: float = 0.1,
+    ):
+        super().__init__()
+        if embedding_size < in_dim:
+            raise ValueError(
+                f"embedding_size must be at least the input size {in_dim} for the wide "
+                f"residual MLP, got {embedding_size}"
+            )
+        if extra_init_scale < 0:
+            raise ValueError(f"extra_init_scale must be non-negative, got {extra_init_scale}")
+        self.in_dim = in_dim
+        self.embedding_size = embedding_size
+        self.mlp = torch.nn.Sequential(
+            torch.nn.Linear(in_dim, hidden),
+            torch.nn.ReLU(),
+            torch.nn.Linear(hidden, hidden),
+            torch.nn.ReLU(),
+            torch.nn.Linear(hidden, embedding_size),
+        )
+        last = self.mlp[-1]
+        with torch.no_grad():
+            last.weight[:in_dim].zero_()
+            last.weight[in_dim:].mul_(extra_init_scale)
+            last.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pad = self.embedding_size - self.in_dim
+        return torch.nn.functional.pad(x, (0, pad)) + self.mlp(x)
+
+
+# Model names of the harness (``model.name``) built from this module.
+MODELS = {
+    "digits_residual_mlp": ResidualDigitsMLP,
+    "digits_wide_residual_mlp": WideResidualDigitsMLP,
+}

@@ -121,11 +121,11 @@ def build_models(cfg: dict, data: ProtocolData, no_learning: bool):
 
         in_dim = int(data.train[0][0].numel())
         return DigitsMLP(in_dim, m.get("hidden", 256), m["embedding_size"]), torch.nn.Identity()
-    if m["name"] == "digits_residual_mlp":
-        from .digits_models import ResidualDigitsMLP
+    if m["name"] in ("digits_residual_mlp", "digits_wide_residual_mlp"):
+        from .digits_models import MODELS
 
         in_dim = int(data.train[0][0].numel())
-        return ResidualDigitsMLP(
+        return MODELS[m["name"]](
             in_dim, m.get("hidden", 256), m["embedding_size"]
         ), torch.nn.Identity()
     from .models import build_backbone
