@@ -5,6 +5,17 @@ from __future__ import annotations
 import torch
 
 
+def _mlp(in_dim: int, hidden: int, out_dim: int) -> torch.nn.Sequential:
+    """in_dim → hidden → hidden → out_dim with ReLUs: the learned branch of the residual models."""
+    return torch.nn.Sequential(
+        torch.nn.Linear(in_dim, hidden),
+        torch.nn.ReLU(),
+        torch.nn.Linear(hidden, hidden),
+        torch.nn.ReLU(),
+        torch.nn.Linear(hidden, out_dim),
+    )
+
+
 class ResidualDigitsMLP(torch.nn.Module):
     """z = x + MLP(x): the embedding starts at the raw pixels and learning adds to them.
 
@@ -22,13 +33,7 @@ class ResidualDigitsMLP(torch.nn.Module):
                 f"embedding_size must equal the input size {in_dim} for the residual MLP, "
                 f"got {embedding_size}"
             )
-        self.mlp = torch.nn.Sequential(
-            torch.nn.Linear(in_dim, hidden),
-            torch.nn.ReLU(),
-            torch.nn.Linear(hidden, hidden),
-            torch.nn.ReLU(),
-            torch.nn.Linear(hidden, embedding_size),
-        )
+        self.mlp = _mlp(in_dim, hidden, embedding_size)
         torch.nn.init.zeros_(self.mlp[-1].weight)
         torch.nn.init.zeros_(self.mlp[-1].bias)
 
@@ -79,13 +84,7 @@ class WideResidualDigitsMLP(torch.nn.Module):
             raise ValueError(f"extra_init_scale must be non-negative, got {extra_init_scale}")
         self.in_dim = in_dim
         self.embedding_size = embedding_size
-        self.mlp = torch.nn.Sequential(
-            torch.nn.Linear(in_dim, hidden),
-            torch.nn.ReLU(),
-            torch.nn.Linear(hidden, hidden),
-            torch.nn.ReLU(),
-            torch.nn.Linear(hidden, embedding_size),
-        )
+        self.mlp = _mlp(in_dim, hidden, embedding_size)
         last = self.mlp[-1]
         with torch.no_grad():
             last.weight[:in_dim].zero_()
