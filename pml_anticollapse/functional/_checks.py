@@ -91,3 +91,13 @@ def resolve_eps_sq(eps: float | None, eps_sq: float | None, default_eps_sq: floa
     if eps_sq is not None:
         return check_positive(eps_sq, "eps_sq")
     return default_eps_sq
+
+
+def resolve_check(check: bool | None, tensor: torch.Tensor) -> bool:
+    """The classes' ``check=None`` default: validate where it is free (CPU), not on CUDA.
+
+    The finiteness / factorisation check reads a flag back to the host; on CPU that costs
+    nothing, on CUDA it is a sync per step, so there the classes skip it unless asked
+    (``check=True``) and a NaN propagates into the loss instead.
+    """
+    return tensor.device.type == "cpu" if check is None else bool(check)

@@ -8,6 +8,7 @@ from pytorch_metric_learning.losses import BaseMetricLossFunction
 from .. import distributed as D
 from .. import functional as F
 from ..functional._checks import (
+    resolve_check,
     check_choice,
     check_labels,
     check_nonnegative,
@@ -82,7 +83,7 @@ class AntiCollapseLoss(BaseMetricLossFunction):
         gamma: float = 1.0,
         normalize: bool = True,
         variant: str = "standard",
-        check: bool = True,
+        check: bool | None = None,
         distributed: str = "global",
         **kwargs,
     ):
@@ -103,7 +104,7 @@ class AntiCollapseLoss(BaseMetricLossFunction):
         self.gamma = check_positive(gamma, "gamma")
         self.normalize = bool(normalize)
         self.variant = check_choice(variant, "variant", VARIANTS)
-        self.check = bool(check)
+        self.check = check if check is None else bool(check)
         self.distributed = check_choice(distributed, "distributed", D.SCOPES)
         if self.target != "embeddings":
             proxies_of(loss)  # fail now, not at the first batch
@@ -143,7 +144,7 @@ class AntiCollapseLoss(BaseMetricLossFunction):
             normalize=self.normalize,
             variant=self.variant,
             mask=mask,
-            check=self.check,
+            check=resolve_check(self.check, x),
         )
 
     def _term(self, rate: torch.Tensor, scale: float = 1.0) -> dict:

@@ -8,7 +8,7 @@ from pytorch_metric_learning.utils import common_functions as c_f
 
 from .. import distributed as D
 from .. import functional as F
-from ..functional._checks import check_choice, check_labels, resolve_eps_sq
+from ..functional._checks import check_choice, check_labels, resolve_check, resolve_eps_sq
 from ._common import already_reduced
 
 
@@ -26,7 +26,8 @@ class MCR2Loss(BaseMetricLossFunction):
         eps, eps_sq: the precision ε or ε².
         normalize: L2-normalise the rows first (as MCR² does).
         num_classes: labels lie in [0, num_classes); absent classes allowed and no ``unique``.
-        check: validate finiteness (host syncs on CUDA).
+        check: as ``CodingRateRegularizer`` (default: on CPU only). The class terms need the
+            number of classes and the largest class on the host: one sync on CUDA either way.
         distributed: under ``torch.distributed`` with more than one rank, ``"global"`` (default)
             gives the rate reduction of the global batch (embeddings and labels of every rank,
             gathered with gradient where PML's ``DistributedLossWrapper`` has not already
@@ -51,7 +52,7 @@ class MCR2Loss(BaseMetricLossFunction):
         eps_sq: float | None = None,
         normalize: bool = True,
         num_classes: int | None = None,
-        check: bool = True,
+        check: bool | None = None,
         distributed: str = "global",
         **kwargs,
     ):
@@ -60,7 +61,7 @@ class MCR2Loss(BaseMetricLossFunction):
         self.eps_sq = resolve_eps_sq(eps, eps_sq)
         self.normalize = bool(normalize)
         self.num_classes = num_classes
-        self.check = bool(check)
+        self.check = check if check is None else bool(check)
         self.add_to_recordable_attributes(
             list_of_names=["coding_rate", "compression_rate", "rate_reduction"], is_stat=True
         )
@@ -91,7 +92,7 @@ class MCR2Loss(BaseMetricLossFunction):
             eps_sq=self.eps_sq,
             normalize=self.normalize,
             num_classes=self.num_classes,
-            check=self.check,
+            check=resolve_check(self.check, embeddings),
         )
         if self.collect_stats:
             self.coding_rate = out.r.detach()

@@ -7,7 +7,7 @@ from pytorch_metric_learning.regularizers import BaseRegularizer
 
 from .. import distributed as D
 from .. import functional as F
-from ..functional._checks import check_choice, check_positive, resolve_eps_sq
+from ..functional._checks import check_choice, check_positive, resolve_check, resolve_eps_sq
 from ..functional.coding_rate import VARIANTS
 
 FORMS = ("neg", "exp")
@@ -42,7 +42,9 @@ class CodingRateRegularizer(BaseRegularizer):
         gamma: γ of the exp form.
         normalize: L2-normalise the rows before measuring the rate.
         variant: ``"standard"`` or ``"acl_official"`` (see ``coding_rate``).
-        check: validate finiteness (one host sync per call on CUDA).
+        check: raise on NaN/inf input and report a failed factorisation. ``None`` (default):
+            on CPU tensors only, where it is free; on CUDA it costs a host sync per call, so
+            there it runs only with ``check=True`` (otherwise a NaN propagates into the loss).
         distributed: under ``torch.distributed`` with more than one rank, ``"global"`` (default)
             measures the rate of the global batch — the rows of every rank, gathered with
             gradient where PML has not already gathered them, scaled so that DDP's averaging
@@ -69,7 +71,7 @@ class CodingRateRegularizer(BaseRegularizer):
         gamma: float = 1.0,
         normalize: bool = True,
         variant: str = "standard",
-        check: bool = True,
+        check: bool | None = None,
         distributed: str = "global",
         **kwargs,
     ):
@@ -80,7 +82,7 @@ class CodingRateRegularizer(BaseRegularizer):
         self.gamma = check_positive(gamma, "gamma")
         self.normalize = bool(normalize)
         self.variant = check_choice(variant, "variant", VARIANTS)
-        self.check = bool(check)
+        self.check = check if check is None else bool(check)
         self.add_to_recordable_attributes(
             list_of_names=["coding_rate", "effective_rank"], is_stat=True
         )
@@ -88,7 +90,11 @@ class CodingRateRegularizer(BaseRegularizer):
     def rate(self, x: torch.Tensor) -> torch.Tensor:
         """The coding rate of ``x`` with this regularizer's settings (differentiable)."""
         return F.coding_rate(
-            x, eps_sq=self.eps_sq, normalize=self.normalize, variant=self.variant, check=self.check
+            x,
+            eps_sq=self.eps_sq,
+            normalize=self.normalize,
+            variant=self.variant,
+            check=resolve_check(self.check, x),
         )
 
     def compute_loss(self, x):

@@ -159,3 +159,24 @@ class TestRegularizerModule:
     def test_bad_arguments(self, kwargs, exc, match):
         with pytest.raises(exc, match=match):
             CodingRateRegularizer(**kwargs)
+
+
+class TestCheckPolicy:
+    def test_cpu_default_raises_on_nan(self):
+        z = torch.randn(6, 4)
+        z[1, 2] = float("nan")
+        with pytest.raises(ValueError, match="z must be finite"):
+            CodingRateRegularizer()(z)
+
+    def test_check_false_lets_nan_through_without_raising(self):
+        z = torch.randn(6, 4)
+        z[1, 2] = float("nan")
+        assert torch.isnan(CodingRateRegularizer(check=False)(z))
+
+    def test_default_policy_skips_the_sync_off_cpu(self):
+        from pml_anticollapse.functional._checks import resolve_check
+
+        assert resolve_check(None, torch.empty(1)) is True
+        assert resolve_check(None, torch.empty(1, device="meta")) is False  # stands for CUDA
+        assert resolve_check(True, torch.empty(1, device="meta")) is True
+        assert resolve_check(False, torch.empty(1)) is False
