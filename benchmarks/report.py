@@ -8,12 +8,12 @@ from __future__ import annotations
 import datetime
 import os
 import platform
-import subprocess
 import sys
 
 import numpy as np
 
 from . import _io
+from ._meta import git_commit  # noqa: F401  (re-exported for the CLI)
 from .evaluate import METRIC_LABELS
 
 TABLE_METRICS = (
@@ -102,33 +102,6 @@ def markdown_table(agg: dict, protocols_desc: dict, skipped: dict, method_order:
             lines.append(f"- `{name}`: {why}")
         lines.append("")
     return "\n".join(lines)
-
-
-def git_commit() -> str | None:
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-        if out.returncode != 0:
-            return None
-        commit = out.stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        ).stdout.strip()
-        return commit + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def environment(device: str) -> dict:

@@ -50,7 +50,6 @@ import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -62,6 +61,8 @@ from torch.utils.benchmark import Timer
 
 import pml_anticollapse
 from pml_anticollapse.functional import coding_rate
+
+from ._meta import git_commit
 
 EPS_SQ = 0.5
 #: The grid of the issue (m samples × d dimensions).
@@ -409,26 +410,6 @@ def bench_training(
 # ----------------------------------------------------------------------------- reporting
 
 
-def _git_commit() -> str:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return (commit or "unknown") + ("+dirty" if dirty else "")
-
-
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -446,7 +427,7 @@ def metadata(devices: Sequence[str], threads: int, argv: Sequence[str], clock: s
     if "cuda" in devices:
         names["cuda"] = torch.cuda.get_device_name()
     return {
-        "commit": _git_commit(),
+        "commit": git_commit(short=True) or "unknown",
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": "python -m benchmarks.speed " + " ".join(argv),
         "versions": {
