@@ -14,6 +14,7 @@ instead factorises a d×d matrix and inverts it.
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import NamedTuple
 
@@ -48,70 +49,76 @@ _NORM_EPS = 1e-12
 
 
 class _HalfLogdetGram(torch.autograd.Function):
-    """h(X, a) = ½·logdet(I + a·XXᵀ) over the batch dims of X (…, n, k); ``a`` has shape (…).
+    """h(X, a) = ½·logdet(I + a·XXᵀ) over the batch dims of X (…, n, k).
 
-    With ``normalize=True`` the rows are L2-normalised inside the function (X = D⁻¹Z, D the row
-    norms clamped at 1e-12 as in ``F.normalize``) and the backward pass applies the projection
-    (I − x xᵀ)/‖z‖ row by row itself, in three elementwise passes over the (n, k) input instead
-    of autograd's chain through ``F.normalize`` (which, at m ≤ d/4, costs about as much as the
-    triangular solves).
+    ``a`` is a Python float (one scale: the common case, no tensor built for it) or a tensor
+    of the batch shape (…). With ``normalize=True`` the rows are L2-normalised inside the
+    function (X = D⁻¹Z, D the row norms clamped at 1e-12 as in ``F.normalize``) and the backward
+    pass applies the projection (I − x xᵀ)/‖z‖ row by row itself, in three elementwise passes
+    over the (n, k) input instead of autograd's chain through ``F.normalize`` (which, at
+    m ≤ d/4, costs about as much as the triangular solves).
+
+    Every operation here is paid once per training step, and at the sizes of a small network
+    the fixed cost per PyTorch call (a few µs) is most of the price, so the function keeps their
+    number down: in-place scaling, one ``.item()``-style check on CPU, no tensor for a scalar
+    ``a``.
     """
 
     @staticmethod
     def forward(ctx, z, a, normalize: bool, check: bool, name: str):
         n, k = z.shape[-2:]
         if normalize:
-            norm = torch.linalg.vector_norm(z, dim=-1, keepdim=True)
-            x = z / norm.clamp_min(_NORM_EPS)
+            # clamped in place: denom ≤ 1e-12 exactly where the norm was (F.normalize's rule)
+            denom = torch.linalg.vector_norm(z, dim=-1, keepdim=True).clamp_min_(_NORM_EPS)
+            x = z / denom
         else:
-            norm, x = None, z
+            denom, x = None, z
         use_rows = n <= k  # the n×n Gram XXᵀ is the smaller one
-        gram = x @ x.mT if use_rows else x.mT @ x
-        mat = gram * a[..., None, None]
+        mat = x @ x.mT if use_rows else x.mT @ x
+        mat.mul_(a if isinstance(a, float) else a[..., None, None])
         mat.diagonal(dim1=-2, dim2=-1).add_(1.0)
         factor, info = torch.linalg.cholesky_ex(mat)
         out = factor.diagonal(dim1=-2, dim2=-1).log().sum(-1)
         eig = None
-        # One host sync, only when asked for: a failed factorisation or a non-finite result.
-        if check and bool((info != 0).any() | ~torch.isfinite(out).all()):
+        if check and _factorisation_failed(info, out):
             if not bool(torch.isfinite(z).all()):
                 raise ValueError(f"{name} must be finite, got NaN or inf values")
+            a_max = a if isinstance(a, float) else float(a.max())
             warnings.warn(
                 f"Cholesky factorisation of I + a·Gram failed for {name} of shape "
-                f"{tuple(z.shape)} (largest scale {float(a.max()):.3g}); "
+                f"{tuple(z.shape)} (largest scale {a_max:.3g}); "
                 "falling back to the symmetric eigen-decomposition",
                 CholeskyFallbackWarning,
                 stacklevel=4,
             )
-            w, v = torch.linalg.eigh(gram)
-            w = torch.log1p(w.clamp_min(0) * a[..., None])
+            w, v = torch.linalg.eigh(x @ x.mT if use_rows else x.mT @ x)
+            w = torch.log1p(w.clamp_min(0) * (a if isinstance(a, float) else a[..., None]))
             out = 0.5 * w.sum(-1)
             eig = (w, v)
         ctx.use_rows = use_rows
         ctx.normalize = normalize
         ctx.eig = eig is not None
-        # Saved: the input, the row norms (n×1) and an O(min(n, k)²) factor; the normalised
-        # rows are recomputed in the backward pass rather than kept.
+        ctx.a = a if isinstance(a, float) else None
+        # Saved: the input, the clamped row norms (n×1) and an O(min(n, k)²) factor; the
+        # normalised rows are recomputed in the backward pass rather than kept.
         extra = (factor,) if eig is None else eig
-        ctx.save_for_backward(z, a, norm, *extra)
+        a_saved = () if isinstance(a, float) else (a,)
+        ctx.save_for_backward(z, denom, *a_saved, *extra)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        z, a, norm, *extra = ctx.saved_tensors
+        z, denom, *rest = ctx.saved_tensors
+        a = ctx.a if ctx.a is not None else rest.pop(0)
         with torch.no_grad():
-            grad_z = _HalfLogdetGram._grad(ctx, grad_out, z, a, norm, extra)
+            grad_z = _HalfLogdetGram._grad(ctx, grad_out, z, a, denom, rest)
         if torch.is_grad_enabled():  # create_graph=True: make a second derivative fail loudly
             grad_z = _NoDoubleBackward.apply(grad_z, z)
         return grad_z, None, None, None, None
 
     @staticmethod
-    def _grad(ctx, grad_out, z, a, norm, extra):
-        if ctx.normalize:
-            denom = norm.clamp_min(_NORM_EPS)
-            x = z / denom
-        else:
-            x = z
+    def _grad(ctx, grad_out, z, a, denom, extra):
+        x = z / denom if ctx.normalize else z
         if ctx.eig:
             log1p_w, v = extra
             inv_diag = torch.exp(-log1p_w)  # 1 / (1 + a·λ)
@@ -129,15 +136,28 @@ class _HalfLogdetGram(torch.autograd.Function):
             y = torch.linalg.solve_triangular(factor.mT, x.mT, upper=True, left=False)
             grad_x = torch.linalg.solve_triangular(factor, y, upper=False, left=False).mT
         else:
+            # X·(I + a·XᵀX)⁻¹, row-major like X. (Right-side solves on X itself return a
+            # column-major gradient, which slows the elementwise passes below.)
             (factor,) = extra
-            grad_x = torch.cholesky_solve(x.mT, factor).mT  # X·(I + a·XᵀX)⁻¹, same layout
-        grad_x.mul_((grad_out * a)[..., None, None])  # times a
+            grad_x = torch.cholesky_solve(x.mT, factor).mT
+        # times a·grad_out: one scalar when ``a`` is a float (grad_out is then 0-d)
+        if isinstance(a, float):
+            grad_x.mul_(grad_out * a)
+        else:
+            grad_x.mul_((grad_out * a)[..., None, None])
         if not ctx.normalize:
             return grad_x
         # d(z/‖z‖): (g − x·⟨x, g⟩)/‖z‖ per row; F.normalize skips the projection where the norm
         # is clamped.
-        dot = (grad_x * x).sum(-1, keepdim=True).masked_fill_(norm <= _NORM_EPS, 0.0)
+        dot = torch.linalg.vecdot(grad_x, x).unsqueeze_(-1).masked_fill_(denom <= _NORM_EPS, 0.0)
         return grad_x.addcmul_(dot, x, value=-1.0).div_(denom)
+
+
+def _factorisation_failed(info: torch.Tensor, out: torch.Tensor) -> bool:
+    """True when a factorisation failed or the result is not finite (one host read-back)."""
+    if info.dim() == 0 and info.device.type == "cpu":
+        return int(info) != 0 or not math.isfinite(float(out))  # no tensor built on CPU
+    return bool((info != 0).any() | ~torch.isfinite(out).all())
 
 
 class _NoDoubleBackward(torch.autograd.Function):
@@ -186,8 +206,11 @@ def half_logdet_gram(
         differentiating the gradient again (after ``create_graph=True``) raises a
         ``RuntimeError``.
     """
-    a = torch.as_tensor(a, dtype=x.dtype, device=x.device).expand(x.shape[:-2])
-    return _HalfLogdetGram.apply(x, a.detach(), bool(normalize), check, name)
+    if isinstance(a, (int, float)) and not isinstance(a, bool):
+        a = float(a)  # one scale for every matrix: kept a Python number
+    else:
+        a = torch.as_tensor(a, dtype=x.dtype, device=x.device).expand(x.shape[:-2]).detach()
+    return _HalfLogdetGram.apply(x, a, bool(normalize), check, name)
 
 
 def coding_rate(
@@ -251,17 +274,21 @@ def coding_rate(
     eps_sq = resolve_eps_sq(eps, eps_sq)
     check_choice(variant, "variant", VARIANTS)
     m, d = z.shape
-    with torch.autocast(device_type=z.device.type, enabled=False):
-        x = z.to(working_dtype(z.dtype))
-        if mask is not None:
-            if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.shape != (m,):
-                raise ValueError(f"mask must be a bool tensor of shape ({m},), got {mask!r}")
-            mask = mask.to(x.device)
-            # masked-out rows are zero (and stay zero once normalised): no effect on logdet
-            x = x * mask[:, None].to(x.dtype)
-            m = mask.sum().to(x.dtype).clamp_min(1)  # a tensor: no host sync
-        a = d / (m * eps_sq) if variant == "standard" else m / (d * eps_sq)
-        return half_logdet_gram(x, a, check=check, name="z", normalize=normalize)
+    if torch.is_autocast_enabled(z.device.type):
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            return coding_rate(
+                z, eps_sq=eps_sq, normalize=normalize, variant=variant, mask=mask, check=check
+            )
+    x = z if z.dtype in (torch.float32, torch.float64) else z.float()
+    if mask is not None:
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.shape != (m,):
+            raise ValueError(f"mask must be a bool tensor of shape ({m},), got {mask!r}")
+        mask = mask.to(x.device)
+        # masked-out rows are zero (and stay zero once normalised): no effect on logdet
+        x = x * mask[:, None].to(x.dtype)
+        m = mask.sum().to(x.dtype).clamp_min(1)  # a tensor: no host sync
+    a = d / (m * eps_sq) if variant == "standard" else m / (d * eps_sq)
+    return half_logdet_gram(x, a, check=check, name="z", normalize=normalize)
 
 
 class RateReduction(NamedTuple):
