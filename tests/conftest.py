@@ -7,7 +7,9 @@ import torch
 
 
 def pytest_addoption(parser):
-    parser.addoption("--cuda", action="store_true", help="also run device-parametrised tests on CUDA")
+    parser.addoption(
+        "--cuda", action="store_true", help="also run device-parametrised tests on CUDA"
+    )
 
 
 def _devices(config):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from pytorch_metric_learning.losses import BaseMetricLossFunction
 from pytorch_metric_learning.utils import common_functions as c_f
 

@@ -68,8 +68,27 @@ class TestSmokeRun:
         assert mlp["model"].startswith("DigitsMLP") and mlp["batch"] == 128
         assert mlp["ratio"] == pytest.approx(mlp["with_median_s"] / mlp["without_median_s"])
         assert 0.2 < mlp["ratio"] < 20  # a sanity bound, not the 5 % target (noisy in smoke)
+        assert mlp["plumbing_ratio"] == pytest.approx(
+            mlp["plumbing_median_s"] / mlp["without_median_s"]
+        )
+        assert mlp["term_over_plumbing_ratio"] == pytest.approx(
+            mlp["with_median_s"] / mlp["plumbing_median_s"]
+        )
         if not torch.cuda.is_available():
             assert "skipped" in resnet
+
+    def test_the_plumbing_arm_adds_nothing_to_the_loss(self):
+        from benchmarks.models import DigitsMLP
+
+        x = torch.randn(32, 64, generator=torch.Generator().manual_seed(1))
+        labels = torch.arange(32) % 4
+        first = {
+            arm: speed._training_setup(DigitsMLP, x, labels, arm, seed=0)() for arm in speed.ARMS
+        }
+        # same seed, same model: the do-nothing regularizer leaves the loss exactly as it was,
+        # the coding-rate term changes it by 0.1·(−R) < 0
+        assert first["plumbing"].item() == first["without"].item()
+        assert first["with"].item() < first["without"].item() - 0.01
 
 
 class TestBaselinesComputeTheSameQuantity:

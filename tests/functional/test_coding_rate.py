@@ -76,7 +76,8 @@ class TestClosedForms:
         # m orthonormal rows: ZZᵀ = I → R = ½·m·log(1 + d/(m·ε²))
         q, _ = torch.linalg.qr(torch.randn(32, 8, dtype=dtype))
         z = q.T
-        assert coding_rate(z).item() == pytest.approx(0.5 * 8 * math.log1p(32 / (8 * 0.5)), rel=1e-5)
+        want = 0.5 * 8 * math.log1p(32 / (8 * 0.5))
+        assert coding_rate(z).item() == pytest.approx(want, rel=1e-5)
 
 
 class TestInvariances:
@@ -186,7 +187,11 @@ class TestBadInput:
     @pytest.mark.parametrize(
         "z,exc,match",
         [
-            (torch.randn(3, 4, 5), ValueError, r"z must have shape \(batch_size, dim\), got \(3, 4, 5\)"),
+            (
+                torch.randn(3, 4, 5),
+                ValueError,
+                r"z must have shape \(batch_size, dim\), got \(3, 4, 5\)",
+            ),
             (torch.randn(4), ValueError, r"z must have shape \(batch_size, dim\), got \(4,\)"),
             (torch.randn(0, 4), ValueError, r"z must not be empty, got shape \(0, 4\)"),
             (torch.ones(3, 4, dtype=torch.long), TypeError, "z must have a floating-point dtype"),
@@ -210,7 +215,10 @@ class TestBadInput:
         (dict(eps=0.0), "eps must be a finite number > 0, got 0.0"),
         (dict(eps_sq=-1.0), "eps_sq must be a finite number > 0, got -1.0"),
         (dict(eps=0.5, eps_sq=0.25), "give either eps"),
-        (dict(variant="official"), "variant must be one of 'standard', 'acl_official', got 'official'"),
+        (
+            dict(variant="official"),
+            "variant must be one of 'standard', 'acl_official', got 'official'",
+        ),
     ])
     def test_arguments(self, kwargs, match):
         with pytest.raises(ValueError, match=match):

@@ -82,7 +82,9 @@ class TestGridAgainstFloat64:
         # the cheap reference used on the grid agrees with tests/reference.py's d×d logdet one
         for m, d in [(30, 70), (70, 30)]:
             z = torch.randn(m, d, dtype=torch.float64)
-            torch.testing.assert_close(_ref_grad_eig(z), ref_coding_rate_grad(z), rtol=1e-10, atol=0)
+            torch.testing.assert_close(
+                _ref_grad_eig(z), ref_coding_rate_grad(z), rtol=1e-10, atol=0
+            )
 
     @pytest.mark.parametrize("m, d", [(60, 200), (200, 60)], ids=["rows", "cols"])
     def test_unnormalised_gradient_is_the_closed_form(self, m, d):

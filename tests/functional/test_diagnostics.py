@@ -44,7 +44,8 @@ class TestDiagnostics:
         assert effective_rank(z).item() == pytest.approx(ref_effective_rank(z), rel=1e-5)
 
     def test_effective_rank_bounds(self):
-        assert effective_rank(torch.randn(1, 6).expand(10, 6)).item() == pytest.approx(1.0, abs=1e-5)
+        rank_one = torch.randn(1, 6).expand(10, 6)
+        assert effective_rank(rank_one).item() == pytest.approx(1.0, abs=1e-5)
         assert effective_rank(torch.eye(7)).item() == pytest.approx(7.0, rel=1e-6)
         assert effective_rank(torch.zeros(4, 3)).item() == pytest.approx(1.0)
 

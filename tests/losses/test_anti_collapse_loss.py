@@ -59,7 +59,8 @@ class TestEmbeddingTerm:
         z, y = _batch()
         acl = AntiCollapseLoss(losses.ProxyAnchorLoss(C, D), target="both", collect_stats=True)
         acl(z, y)
-        assert acl.embedding_coding_rate.item() == pytest.approx(ref_coding_rate(z).item(), rel=1e-5)
+        want = ref_coding_rate(z).item()
+        assert acl.embedding_coding_rate.item() == pytest.approx(want, rel=1e-5)
         assert acl.proxy_coding_rate.item() > 0
 
     def test_works_with_a_miner_and_ref_emb(self):
@@ -68,7 +69,8 @@ class TestEmbeddingTerm:
         ref_y = torch.arange(10) % 6
         acl = AntiCollapseLoss(losses.ContrastiveLoss())
         expected = losses.ContrastiveLoss()(z, y, None, ref, ref_y).double() - ref_coding_rate(z)
-        torch.testing.assert_close(acl(z, y, None, ref, ref_y).double(), expected, rtol=1e-5, atol=1e-6)
+        got = acl(z, y, None, ref, ref_y).double()
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
 class TestProxyTerm:
@@ -159,7 +161,8 @@ class TestMCR2Loss:
 
 class TestBadInput:
     def test_wrapped_must_be_a_pml_loss(self):
-        with pytest.raises(TypeError, match="loss must be a pytorch_metric_learning BaseMetricLossFunction, got Linear"):
+        msg = "loss must be a pytorch_metric_learning BaseMetricLossFunction, got Linear"
+        with pytest.raises(TypeError, match=msg):
             AntiCollapseLoss(torch.nn.Linear(2, 2))
 
     def test_proxies_need_a_proxy_loss(self):
@@ -167,7 +170,10 @@ class TestBadInput:
             AntiCollapseLoss(losses.ContrastiveLoss(), target="proxies")
 
     @pytest.mark.parametrize("kwargs,match", [
-        (dict(target="weights"), "target must be one of 'embeddings', 'proxies', 'both', got 'weights'"),
+        (
+            dict(target="weights"),
+            "target must be one of 'embeddings', 'proxies', 'both', got 'weights'",
+        ),
         (dict(proxy_set="some"), "proxy_set must be one of 'batch', 'all', got 'some'"),
         (dict(form="linear"), "form must be one of 'neg', 'exp'"),
         (dict(ac_weight=-1.0), "ac_weight must be a finite number >= 0, got -1.0"),

@@ -61,7 +61,6 @@ WEIGHT_LOSSES = _loss_classes(lambda cls: issubclass(cls, WeightRegularizerMixin
 
 def _make(name, **kwargs):
     cls = getattr(losses, name)
-    params = inspect.signature(cls.__init__).parameters
     args = dict(EXTRA_KWARGS.get(name, {}))
     if issubclass(cls, WeightRegularizerMixin):  # CosFace & co. take them through **kwargs
         args.update(num_classes=C, embedding_size=D)
@@ -97,7 +96,9 @@ class TestEmbeddingRegularizer:
             return
         z, y = _batch()
         bare = _make(name)
-        reg = _make(name, embedding_regularizer=CodingRateRegularizer(), embedding_reg_weight=REG_WEIGHT)
+        reg = _make(
+            name, embedding_regularizer=CodingRateRegularizer(), embedding_reg_weight=REG_WEIGHT
+        )
         reg.load_state_dict(copy.deepcopy(bare.state_dict()))
         out = _call(reg, z, y)
         expected = _call(bare, z, y).double() - REG_WEIGHT * ref_coding_rate(z)
