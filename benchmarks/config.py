@@ -37,7 +37,7 @@ Schema (every key optional; a missing key takes the value of ``DEFAULTS`` below;
       lr_embedder: 1.0e-3
       lr_loss: 1.0e-2             # proxies etc.; used only when the loss has parameters
       weight_decay: 0.0
-      amp: false                  # torch.autocast on CUDA
+      amp: false                  # torch.autocast: float16 on CUDA, bfloat16 on CPU
       num_workers: 0
     evaluation:
       batch_size: 256

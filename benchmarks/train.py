@@ -152,11 +152,14 @@ def _has_params(module) -> bool:
 
 
 class _AmpMetricLossOnly(trainers.MetricLossOnly):
-    """``MetricLossOnly`` with the forward pass under ``torch.autocast`` and a grad scaler."""
+    """``MetricLossOnly`` with the forward pass under ``torch.autocast`` (the device's default
+    low precision: float16 on CUDA, bfloat16 on CPU) and, for float16, a grad scaler. The
+    coding-rate terms switch autocast off for their own linear algebra."""
 
     def __init__(self, *args, amp_device: torch.device, **kwargs):
         self.amp_device = amp_device
-        self.scaler = torch.amp.GradScaler(amp_device.type)
+        # bfloat16 has float32's exponent range: gradients do not underflow, nothing to scale
+        self.scaler = torch.amp.GradScaler(amp_device.type, enabled=amp_device.type == "cuda")
         super().__init__(*args, **kwargs)
 
     def calculate_loss(self, curr_batch):
@@ -248,6 +251,7 @@ def run_cell(
             data.train.labels, m=m, batch_size=bs, length_before_new_iter=iters * bs
         )
         models = {"trunk": trunk, "embedder": embedder}
+        amp = bool(t.get("amp"))
         start_epoch = 1
         if ckpt is not None:
             trunk.load_state_dict(ckpt["trunk"])
@@ -272,6 +276,7 @@ def run_cell(
                 "sampler_labels": list(sampler.labels),
                 "rng": rng_state(),
                 "records": pending_records(keeper),
+                "grad_scaler": trainer.scaler.state_dict() if amp else None,
                 "elapsed": time.perf_counter() - t0 + (ckpt or {}).get("elapsed", 0.0),
             }
             if _TEST_SLEEP:
@@ -283,7 +288,7 @@ def run_cell(
 
         trainer_cls = trainers.MetricLossOnly
         kwargs = {}
-        if t.get("amp") and device.type == "cuda":
+        if amp:
             trainer_cls, kwargs = _AmpMetricLossOnly, {"amp_device": device}
         trainer = trainer_cls(
             models=models,
@@ -301,6 +306,8 @@ def run_cell(
         )
         if ckpt is not None:
             set_rng_state(ckpt["rng"])
+            if amp and ckpt.get("grad_scaler") is not None:
+                trainer.scaler.load_state_dict(ckpt["grad_scaler"])  # the loss scale goes on
         if start_epoch <= epochs:
             trainer.train(start_epoch=start_epoch, num_epochs=epochs)
 
