@@ -7,5 +7,5 @@ from .cli import main
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except ValueError as e:  # a bad config or option: say what, without a traceback
+    except (ValueError, FileNotFoundError) as e:  # a bad config, option or data root
         sys.exit(f"python -m benchmarks: error: {e}")

@@ -63,7 +63,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="override any config key, e.g. --set training.lr_trunk=3e-4 (value parsed as YAML)",
     )
     p.add_argument(
-        "--fresh", action="store_true", help="delete the run folder first instead of resuming"
+        "--fresh",
+        action="store_true",
+        help="delete the run folder first instead of resuming (only a folder that holds a run)",
     )
     p.add_argument(
         "--report-only", action="store_true", help="rebuild the report of --output without training"
@@ -100,20 +102,20 @@ def resolve_config(args) -> dict:
         cfg["training"]["epochs"] = args.epochs
     if args.device:
         cfg["device"] = args.device
-    if args.threads:
+    if args.threads is not None:
         cfg["threads"] = args.threads
-    for item in args.set:
-        if "=" not in item:
-            raise ValueError(f"--set must be KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        config_mod.set_dotted(cfg, key, config_mod.parse_value(value))
-    if args.smoke:
+    if args.smoke:  # before --set, so that an explicit --set wins
         cfg["name"] = cfg["name"] + "-smoke"
         if not args.seeds:
             cfg["seeds"] = [0]
         if args.epochs is None:
             cfg["training"]["epochs"] = 1
         cfg["training"]["iterations_per_epoch"] = 2
+    for item in args.set:
+        if "=" not in item:
+            raise ValueError(f"--set must be KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        config_mod.set_dotted(cfg, key, config_mod.parse_value(value))
     config_mod.validate_config(cfg)
     return cfg
 
@@ -121,10 +123,61 @@ def resolve_config(args) -> dict:
 def pick_device(name: str) -> torch.device:
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}") from e
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for, but CUDA is not available")
     return dev
+
+
+def _check_buildable(method: dict, cfg: dict, protocol) -> None:
+    """Build the method's loss and miner once, so that a bad argument stops the run before it
+    starts rather than in the middle of it."""
+    if method.get("no_learning"):
+        return
+    context = {
+        "num_classes": protocol.num_train_classes,
+        "embedding_size": cfg["model"]["embedding_size"],
+    }
+    try:
+        registry.build(method["loss"], context)
+        registry.build(method.get("miner"), context)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"method {method['name']!r}: {e}") from e
+
+
+def _prepare_run_dir(run_dir: str, cfg: dict, fresh: bool) -> None:
+    """Create (or, with ``fresh``, empty) the run folder and pin its configuration.
+
+    ``--fresh`` deletes only a folder that is empty or holds a benchmark run: never an arbitrary
+    folder that an ``--output`` typo pointed at.
+    """
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise ValueError(f"--output {run_dir!r} exists and is not a folder")
+    ident_path = os.path.join(run_dir, "config_identity.json")
+    if fresh and os.path.isdir(run_dir) and os.listdir(run_dir):
+        if not any(os.path.exists(os.path.join(run_dir, f)) for f in RUN_MARKERS):
+            raise ValueError(
+                f"--fresh would delete {run_dir!r}, which holds no benchmark run (no "
+                f"{' or '.join(RUN_MARKERS)}); refusing. Pick another --output."
+            )
+        shutil.rmtree(run_dir)
+    os.makedirs(run_dir, exist_ok=True)
+    ident = config_mod.identity(cfg)
+    if os.path.exists(ident_path):
+        if _io.read_json(ident_path) != ident:
+            raise SystemExit(
+                f"{run_dir} holds a run with another configuration; resume it with the same "
+                "command, or pass --fresh (deletes it) or another --output"
+            )
+    else:
+        _io.atomic_write_json(ident_path, ident)
+
+
+#: Files that mark a folder as a benchmark run (``--fresh`` deletes only such folders).
+RUN_MARKERS = ("config_identity.json", "run.json")
 
 
 def _quiet_inner_bars(show: bool) -> None:
@@ -158,7 +211,10 @@ def main(argv=None) -> int:
     if args.report_only:
         if not args.output:
             raise SystemExit("--report-only needs --output RUN_DIR")
-        info = _io.read_json(os.path.join(args.output, "run.json"))
+        run_json = os.path.join(args.output, "run.json")
+        if not os.path.isfile(run_json):
+            raise ValueError(f"--report-only: {args.output!r} holds no run (no run.json)")
+        info = _io.read_json(run_json)
         print(report.build_report(args.output, info, make_plots=not args.no_plots))
         return 0
 
@@ -171,34 +227,8 @@ def main(argv=None) -> int:
             )
         return 0
 
-    run_dir = args.output or os.path.join("benchmark-results", cfg["name"])
-    if args.fresh and os.path.isdir(run_dir):
-        shutil.rmtree(run_dir)
-    os.makedirs(run_dir, exist_ok=True)
-    ident_path = os.path.join(run_dir, "config_identity.json")
-    ident = config_mod.identity(cfg)
-    if os.path.exists(ident_path):
-        if _io.read_json(ident_path) != ident:
-            raise SystemExit(
-                f"{run_dir} holds a run with another configuration; resume it with the same "
-                "command, or pass --fresh (deletes it) or another --output"
-            )
-    else:
-        _io.atomic_write_json(ident_path, ident)
-
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg["threads"]))
-        try:  # faiss (kNN, k-means for NMI) has its own OpenMP pool
-            import faiss
-
-            faiss.omp_set_num_threads(int(cfg["threads"]))
-        except (ImportError, AttributeError):
-            pass
+    # Everything that can be checked is checked before the output folder is touched.
     device = pick_device(cfg.get("device"))
-    if args.progress is None:
-        args.progress = "all" if sys.stderr.isatty() else "cells"
-    _quiet_inner_bars(args.progress == "all")
-
     from .data import build_protocols
 
     protocols = build_protocols(cfg)
@@ -209,7 +239,8 @@ def main(argv=None) -> int:
         protocols = {k: v for k, v in protocols.items() if k in args.protocols}
     methods = cfg["methods"]
     if args.methods:
-        methods = [config_mod.method_by_name(cfg, n) for n in args.methods]
+        names = list(dict.fromkeys(args.methods))  # a name given twice runs once
+        methods = [config_mod.method_by_name(cfg, n) for n in names]
     skipped = {}
     runnable = []
     for m in methods:
@@ -218,19 +249,45 @@ def main(argv=None) -> int:
             skipped[m["name"]] = why
             print(f"[benchmarks] skipping method {m['name']!r}: {why}", file=sys.stderr)
         else:
+            _check_buildable(m, cfg, next(iter(protocols.values())))
             runnable.append(m)
+
+    run_dir = args.output or os.path.join("benchmark-results", cfg["name"])
+    _prepare_run_dir(run_dir, cfg, fresh=args.fresh)
+
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg["threads"]))
+        try:  # faiss (kNN, k-means for NMI) has its own OpenMP pool
+            import faiss
+
+            faiss.omp_set_num_threads(int(cfg["threads"]))
+        except (ImportError, AttributeError):
+            pass
+    if args.progress is None:
+        args.progress = "all" if sys.stderr.isatty() else "cells"
+    _quiet_inner_bars(args.progress == "all")
+
     plan = [(p, m["name"], s) for p in protocols for m in runnable for s in cfg["seeds"]]
     run_json = os.path.join(run_dir, "run.json")
     sessions = _io.read_json(run_json).get("sessions", []) if os.path.exists(run_json) else []
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    sessions.append({"command": command, "started_utc": now, "wall_seconds": None})
+    commit = report.git_commit()
+    session = {
+        "command": command,
+        "started_utc": now,
+        "wall_seconds": 0.0,  # updated after every cell: a killed session keeps what it did
+        "commit": commit,
+        "device": str(device),
+        "cells_computed": [],
+    }
+    sessions.append(session)
     info = {
         "config": cfg,
         "plan": plan,
         "skipped": skipped,
         "protocols": {k: v.description for k, v in protocols.items()},
         "command": command,
-        "commit": report.git_commit(),
+        "commit": commit,
         "device": str(device),
         "seeds": cfg["seeds"],
         "started_utc": sessions[0]["started_utc"],
@@ -246,11 +303,16 @@ def main(argv=None) -> int:
     bar = tqdm.tqdm(plan, desc="cells", disable=args.progress == "none", dynamic_ncols=True)
     for protocol, name, seed in bar:
         bar.set_postfix_str(f"{protocol}/{name}/seed{seed}")
+        done = os.path.exists(train.cell_paths(run_dir, protocol, name, seed)["result"])
         res = train.run_cell(cfg, run_dir, protocols[protocol], by_name[name], seed, device)
         map_r = res["metrics"]["mean_average_precision_at_r"]
         bar.set_postfix_str(f"{protocol}/{name}/seed{seed} MAP@R={map_r:.3f}")
-    sessions[-1]["wall_seconds"] = round(time.perf_counter() - t0, 1)
-    info["wall_seconds"] = round(sum(s["wall_seconds"] or 0.0 for s in sessions), 1)
+        if not done:
+            session["cells_computed"].append(f"{protocol}/{name}/seed{seed}")
+            session["wall_seconds"] = round(time.perf_counter() - t0, 3)
+            _io.atomic_write_json(run_json, info)
+    session["wall_seconds"] = round(time.perf_counter() - t0, 3)
+    info["wall_seconds"] = round(sum(s.get("wall_seconds") or 0.0 for s in sessions), 1)
     _io.atomic_write_json(run_json, info)
     text = report.build_report(run_dir, info, make_plots=not args.no_plots)
     print(text)

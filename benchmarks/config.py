@@ -67,6 +67,7 @@ A class that cannot be imported makes its method skipped with a message, not the
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
 import json
 import os
@@ -150,7 +151,7 @@ def read_yaml(path: str) -> dict:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise TypeError(
+        raise ValueError(
             f"config {path!r} must hold a mapping at the top, got {type(data).__name__}"
         )
     return data
@@ -186,8 +187,88 @@ def load_config(path: str | None = None, _depth: int = 0) -> dict:
     return cfg
 
 
+def _unknown_keys(node: dict, schema: dict, prefix: str) -> None:
+    """Refuse keys that ``DEFAULTS`` does not have (a typo would otherwise be ignored)."""
+    for key, value in node.items():
+        where = f"{prefix}{key}"
+        if key not in schema:
+            close = difflib.get_close_matches(str(key), list(schema), n=1)
+            hint = f"; did you mean {prefix}{close[0]}?" if close else ""
+            raise ValueError(f"unknown config key {where!r}{hint} (known: {sorted(schema)})")
+        sub = schema[key]
+        if isinstance(sub, dict) and key != "protocols":
+            if not isinstance(value, dict):
+                raise ValueError(f"{where} must be a mapping, got {value!r}")
+            _unknown_keys(value, sub, where + ".")
+
+
+def _expect(value: Any, where: str, kind: str) -> None:
+    """Check one scalar: ``kind`` is "str", "bool", "int>0", "int>=0", "int" (+ "|None")."""
+    if value is None and kind.endswith("|None"):
+        return
+    kind = kind.removesuffix("|None")
+    if kind == "str":
+        ok = isinstance(value, str) and value != ""
+        what = "a non-empty string"
+    elif kind == "bool":
+        ok = isinstance(value, bool)
+        what = "true or false"
+    else:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        if kind == "int>0":
+            ok, what = ok and value > 0, "a positive integer"
+        elif kind == "int>=0":
+            ok, what = ok and value >= 0, "a non-negative integer"
+        else:
+            what = "an integer"
+    if not ok:
+        raise ValueError(f"{where} must be {what}, got {value!r}")
+
+
+#: The type of every scalar key of ``DEFAULTS`` (the sections are checked by ``_unknown_keys``).
+SCALAR_KINDS = {
+    "name": "str",
+    "device": "str|None",
+    "threads": "int>0|None",
+    "dataset.root": "str|None",
+    "dataset.image_size": "int>0",
+    "dataset.split_seed": "int",
+    "dataset.augment_shift": "int>=0",
+    "model.name": "str",
+    "model.embedding_size": "int>0",
+    "model.hidden": "int>0",
+    "model.weights": "str|None",
+    "training.iterations_per_epoch": "int>0|None",
+    "training.amp": "bool",
+    "training.num_workers": "int>=0",
+    "training.log_freq": "int>0",
+    "training.tensorboard": "bool",
+    "evaluation.batch_size": "int>0",
+}
+
+
 def validate_config(cfg: dict) -> None:
-    """Raise ``ValueError`` naming the key when the config cannot run."""
+    """Raise ``ValueError`` naming the key when the config cannot run.
+
+    Also expands ``~`` in ``dataset.root`` and ``model.weights`` (in place): the shell does not
+    expand it after ``--set key=``.
+    """
+    if not isinstance(cfg, dict):
+        raise ValueError(f"the config must be a mapping, got {cfg!r}")
+    _unknown_keys(cfg, DEFAULTS, "")
+    for dotted, kind in SCALAR_KINDS.items():
+        section, _, key = dotted.rpartition(".")
+        node = cfg[section] if section else cfg
+        _expect(node.get(key, _default(dotted)), dotted, kind)
+    for section, key in (("dataset", "root"), ("model", "weights")):
+        if isinstance(cfg[section].get(key), str):
+            cfg[section][key] = os.path.expanduser(cfg[section][key])
+    weights = cfg["model"].get("weights")
+    if weights is not None and not os.path.isfile(weights):
+        raise ValueError(f"model.weights must be an existing local file, got {weights!r}")
+    metrics = cfg["evaluation"].get("metrics")
+    if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) for m in metrics):
+        raise ValueError(f"evaluation.metrics must be a non-empty list of names, got {metrics!r}")
     if cfg["dataset"]["name"] not in DATASETS:
         raise ValueError(f"dataset.name must be one of {DATASETS}, got {cfg['dataset']['name']!r}")
     seeds = cfg["seeds"]
@@ -227,14 +308,23 @@ def validate_config(cfg: dict) -> None:
         raise ValueError(f"method names must be unique, got {names}")
     if cfg["dataset"]["name"] == "digits":
         protocols = cfg["dataset"].get("protocols") or {}
-        if not protocols:
+        if not isinstance(protocols, dict) or not protocols:
             raise ValueError("dataset.protocols must name at least one protocol for digits")
         for pname, p in protocols.items():
+            if not isinstance(p, dict):
+                raise ValueError(f"dataset.protocols.{pname} must be a mapping, got {p!r}")
             if p.get("type") not in ("zero_shot", "superclass"):
                 raise ValueError(
                     f"dataset.protocols.{pname}.type must be 'zero_shot' or 'superclass', "
                     f"got {p.get('type')!r}"
                 )
+
+
+def _default(dotted: str) -> Any:
+    node: Any = DEFAULTS
+    for k in dotted.split("."):
+        node = node[k]
+    return node
 
 
 def parse_value(text: str) -> Any:

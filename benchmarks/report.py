@@ -13,7 +13,7 @@ import sys
 import numpy as np
 
 from . import _io
-from ._meta import git_commit  # noqa: F401  (re-exported for the CLI)
+from ._meta import cpu_model, git_commit  # noqa: F401  (git_commit: re-exported for the CLI)
 from .evaluate import METRIC_LABELS
 
 TABLE_METRICS = (
@@ -84,7 +84,8 @@ def markdown_table(agg: dict, protocols_desc: dict, skipped: dict, method_order:
                 floor is not None
                 and method != "no_learning"
                 and "mean_average_precision_at_r" in row
-                and row["mean_average_precision_at_r"]["mean"] > floor["mean"]
+                # as displayed: a row that prints the same value as the floor is not above it
+                and round(row["mean_average_precision_at_r"]["mean"], 3) > round(floor["mean"], 3)
             ):
                 name += " ▲"
             cells = [_fmt(row.get(m), m) for m in TABLE_METRICS]
@@ -104,6 +105,23 @@ def markdown_table(agg: dict, protocols_desc: dict, skipped: dict, method_order:
     return "\n".join(lines)
 
 
+def _provenance(sessions: list[dict]) -> str:
+    """A warning when the cells of a resumed run were computed at several commits or on several
+    devices, with which session computed how many; "" otherwise."""
+    worked = [s for s in sessions if s.get("cells_computed")]
+    commits = {s.get("commit") for s in worked}
+    devices = {s.get("device") for s in worked}
+    if len(commits) <= 1 and len(devices) <= 1:
+        return ""
+    lines = ["", "**mixed provenance: the cells were computed in several sessions:**", ""]
+    for s in worked:
+        lines.append(
+            f"- {s.get('started_utc')}: {len(s['cells_computed'])} cell(s), commit "
+            f"{s.get('commit')}, device {s.get('device')}: `{s.get('command')}`"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def environment(device: str) -> dict:
     import pytorch_metric_learning
     import torch
@@ -120,7 +138,7 @@ def environment(device: str) -> dict:
             versions[mod] = None
     info = {
         "device": device,
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
         "platform": platform.platform(),
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
@@ -226,13 +244,15 @@ def build_report(run_dir: str, run_info: dict, make_plots: bool = True) -> str:
     hw = run_info.get("environment", {}).get("hardware", {})
     header = (
         f"# Benchmark: {run_info['config'].get('name')}\n\n"
-        f"command: `{sessions[0]['command']}`  \n"
+        f"command: `{sessions[-1]['command']}`  \n"
         f"started: {run_info.get('started_utc')}; wall time: {run_info.get('wall_seconds')} s "
         f"over {len(sessions)} session(s)  \n"
         f"commit: {run_info.get('commit')}; device: {run_info.get('device')} "
-        f"({hw.get('cpu_count')} CPUs, {hw.get('torch_threads')} torch threads); "
-        f"seeds: {run_info.get('seeds')}; epochs: {run_info['config']['training']['epochs']}\n"
+        f"({hw.get('cpu', '?')}, {hw.get('cpu_count')} CPUs, {hw.get('torch_threads')} torch "
+        f"threads); seeds: {run_info.get('seeds')}; "
+        f"epochs: {run_info['config']['training']['epochs']}\n"
     )
+    header += _provenance(sessions)
     if missing:
         header += f"\n**incomplete run: {len(missing)} of {len(plan)} cells missing**\n"
     text = header + "\n" + table

@@ -43,11 +43,12 @@ def cell_paths(run_dir: str, protocol: str, method: str, seed: int) -> dict[str,
     }
 
 
-def make_record_keeper(folder: str, tensorboard: bool = False):
+def make_record_keeper(folder: str, tensorboard: bool = False, purge_step: int | None = None):
     """record-keeper with csv + sqlite; tensorboard only when asked for and installed.
 
     PML's ``get_record_keeper`` imports tensorboard unconditionally (REFERENCE.md §4), so the
-    writer is built here from record-keeper's own classes.
+    writer is built here from record-keeper's own classes. ``purge_step``: on resume, TensorBoard
+    drops the events of the folder's earlier writers at steps ≥ it (logged after the checkpoint).
     """
     import record_keeper as rk
 
@@ -57,7 +58,7 @@ def make_record_keeper(folder: str, tensorboard: bool = False):
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            tb = SummaryWriter(log_dir=os.path.join(folder, "tensorboard"))
+            tb = SummaryWriter(log_dir=os.path.join(folder, "tensorboard"), purge_step=purge_step)
         except ImportError:
             logging.getLogger(__name__).warning("tensorboard is not installed; csv + sqlite only")
     keeper = rk.RecordKeeper(
@@ -200,19 +201,30 @@ def run_cell(
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     elif os.path.isdir(work):
         shutil.rmtree(work)
-    # the record files are written once, when the cell ends; until then the records live in
-    # memory and in the checkpoint, so a partial write from a killed run is simply discarded
-    if os.path.isdir(records_dir):
-        shutil.rmtree(records_dir)
-    os.makedirs(records_dir)
-
     t = cfg["training"]
+    iters = t.get("iterations_per_epoch") or max(1, len(data.train) // t["batch_size"])
+    # the record files are written once, when the cell ends; until then the records live in
+    # memory and in the checkpoint, so a partial write from a killed run is simply discarded.
+    # TensorBoard writes as it goes: its event files are kept on resume, and the events logged
+    # after the checkpoint (iteration ≥ epoch · iterations) are purged by the new writer.
+    purge_step = None
+    if os.path.isdir(records_dir):
+        for entry in os.listdir(records_dir):
+            path = os.path.join(records_dir, entry)
+            if ckpt is not None and entry == "tensorboard":
+                purge_step = ckpt["epoch"] * iters
+            elif os.path.isdir(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+    os.makedirs(records_dir, exist_ok=True)
+
     no_learning = bool(method.get("no_learning"))
     t0 = time.perf_counter()
     seed_everything(seed)
     trunk, embedder = build_models(cfg, data, no_learning)
     trunk, embedder = trunk.to(device), embedder.to(device)
-    keeper = make_record_keeper(records_dir, t.get("tensorboard", False))
+    keeper = make_record_keeper(records_dir, t.get("tensorboard", False), purge_step)
     hooks = logging_presets.HookContainer(
         keeper,
         primary_metric="mean_average_precision_at_r",
@@ -245,7 +257,6 @@ def run_cell(
                 loss.parameters(), lr=t["lr_loss"]
             )
         bs = t["batch_size"]
-        iters = t.get("iterations_per_epoch") or max(1, len(data.train) // bs)
         m = effective_m_per_class(t["m_per_class"], bs, data.num_train_classes)
         sampler = samplers.MPerClassSampler(
             data.train.labels, m=m, batch_size=bs, length_before_new_iter=iters * bs

@@ -1,0 +1,176 @@
+"""Bad input stops the harness with a message, before it touches the output folder; ``--fresh``
+never deletes a folder that is not a run; resumed runs keep their provenance."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from benchmarks import cli, config, report
+from tests.benchmarks._util import run_cli
+
+TINY = (
+    "name: cli-test\nseeds: [0]\nthreads: 1\n"
+    "dataset: {name: digits, protocols: {zs: {type: zero_shot,\n"
+    "  train_classes: [0, 1], test_classes: [2, 3]}}}\n"
+    "training: {epochs: 1, batch_size: 16, m_per_class: 8, iterations_per_epoch: 1}\n"
+    "methods:\n"
+    "  - {name: no_learning, no_learning: true}\n"
+    "  - {name: triplet, loss: {class: TripletMarginLoss, args: {margin: 0.2}}}\n"
+)
+
+
+@pytest.fixture
+def cfg_path(tmp_path):
+    p = tmp_path / "cfg.yaml"
+    p.write_text(TINY)
+    return p
+
+
+def _main(cfg_path, out, *extra):
+    args = ["--config", str(cfg_path), "--output", str(out), "--progress", "none", "--no-plots"]
+    return cli.main([*args, *extra])
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--device", "foo"], "device must be auto, cpu, cuda or cuda:N, got 'foo'"),
+        (["--threads", "-1"], "threads must be a positive integer, got -1"),
+        (["--set", "training=5"], "training must be a mapping, got 5"),
+        (["--set", "name=2024"], "name must be a non-empty string, got 2024"),
+        (["--set", "dataset.split_seed=abc"], "dataset.split_seed must be an integer, got 'abc'"),
+        (["--set", "training.amp=maybe"], "training.amp must be true or false, got 'maybe'"),
+        (["--set", "training.epoch=3"], "unknown config key 'training.epoch'; did you mean "
+                                        "training.epochs"),
+        (["--set", "training.iterations_per_epoch=abc"],
+         "training.iterations_per_epoch must be a positive integer, got 'abc'"),
+        (["--set", "dataset.protocols.zs=5"], "dataset.protocols.zs must be a mapping, got 5"),
+        (["--methods", "tripplet"], "no method named 'tripplet'"),
+        (["--set", "methods=[{name: x, loss: {class: TripletMarginLoss, args: {bogus: 1}}}]"],
+         "method 'x': cannot build TripletMarginLoss"),
+        (["--set", "model.weights=/no/such/file.pth"],
+         "model.weights must be an existing local file, got '/no/such/file.pth'"),
+    ],
+)
+def test_bad_input_is_named_and_leaves_no_folder(cfg_path, tmp_path, extra, match):
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match=match.replace("[", r"\[").replace("(", r"\(")):
+        _main(cfg_path, out, *extra)
+    assert not out.exists()
+
+
+def test_missing_data_root_does_not_lock_the_output_folder(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        cli.main(["--dataset", "cub", "--data-root", str(tmp_path / "nope"), "--smoke",
+                  "--output", str(out), "--progress", "none", "--no-plots"])
+    assert not out.exists()
+
+
+def test_fresh_refuses_a_folder_that_is_not_a_run(cfg_path, tmp_path):
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "thesis.tex").write_text("important")
+    with pytest.raises(ValueError, match="holds no benchmark run"):
+        _main(cfg_path, out, "--fresh", "--methods", "no_learning")
+    assert (out / "thesis.tex").read_text() == "important"
+
+
+def test_a_typo_with_fresh_does_not_delete_a_finished_run(cfg_path, tmp_path):
+    out = tmp_path / "run"
+    assert _main(cfg_path, out, "--methods", "no_learning") == 0
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    with pytest.raises(ValueError, match="no method named 'tripplet'"):
+        _main(cfg_path, out, "--fresh", "--methods", "tripplet")
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+
+
+def test_output_that_is_a_file_and_report_only_without_a_run(cfg_path, tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(ValueError, match="exists and is not a folder"):
+        _main(cfg_path, f, "--methods", "no_learning")
+    with pytest.raises(ValueError, match="holds no run"):
+        cli.main(["--report-only", "--output", str(tmp_path / "nothing")])
+
+
+def test_a_method_named_twice_runs_once(cfg_path, tmp_path):
+    out = tmp_path / "run"
+    assert _main(cfg_path, out, "--methods", "triplet", "triplet", "--seeds", "0") == 0
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["results"]) == 1
+    assert results["summary"]["zs"]["triplet"]["seeds"] == [0]
+
+
+def test_smoke_defaults_yield_to_set(cfg_path):
+    args = cli.parse_args(["--config", str(cfg_path), "--smoke", "--set", "seeds=[5]",
+                           "--set", "training.epochs=3"])
+    cfg = cli.resolve_config(args)
+    assert cfg["seeds"] == [5] and cfg["training"]["epochs"] == 3
+    assert cfg["training"]["iterations_per_epoch"] == 2  # the smoke default that was not set
+
+
+def test_tilde_is_expanded_in_paths(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "w.pth").write_bytes(b"")
+    cfg = config.deep_merge(config.DEFAULTS, {"model": {"weights": "~/w.pth"},
+                                              "dataset": {"root": "~/data"}})
+    cfg["methods"] = [{"name": "no_learning", "no_learning": True}]
+    config.validate_config(cfg)
+    assert cfg["model"]["weights"] == str(tmp_path / "w.pth")
+    assert cfg["dataset"]["root"] == str(tmp_path / "data")
+
+
+def test_sessions_record_their_cells_commit_device_and_time(cfg_path, tmp_path):
+    out = tmp_path / "run"
+    assert _main(cfg_path, out, "--methods", "no_learning") == 0
+    assert _main(cfg_path, out) == 0  # resumed with one more method
+    sessions = json.loads((out / "run.json").read_text())["sessions"]
+    assert [s["cells_computed"] for s in sessions] == [
+        ["zs/no_learning/seed0"], ["zs/triplet/seed0"]
+    ]
+    assert all(s["wall_seconds"] > 0 and s["device"] == "cpu" and "commit" in s for s in sessions)
+    table = (out / "table.md").read_text()
+    assert "--methods" not in table.splitlines()[2]  # the header shows the last command
+    assert "mixed provenance" not in table  # same commit, same device
+
+
+def test_mixed_provenance_is_flagged():
+    sessions = [
+        {"started_utc": "t0", "commit": "aaa", "device": "cpu", "command": "c0",
+         "cells_computed": ["zs/x/seed0"]},
+        {"started_utc": "t1", "commit": "bbb", "device": "cpu", "command": "c1",
+         "cells_computed": ["zs/x/seed1", "zs/x/seed2"]},
+        {"started_utc": "t2", "commit": "ccc", "device": "cpu", "command": "c2",
+         "cells_computed": []},  # computed nothing: not a source of results
+    ]
+    text = report._provenance(sessions)
+    assert "mixed provenance" in text
+    assert "1 cell(s), commit aaa" in text and "2 cell(s), commit bbb" in text
+    assert "ccc" not in text
+    assert report._provenance(sessions[:1]) == ""
+
+
+def test_the_above_floor_marker_compares_displayed_values():
+    def row(v):
+        return {"mean_average_precision_at_r": {"mean": v, "std": 0.0, "n": 1}, "seeds": [0]}
+
+    agg = {"zs": {"no_learning": row(0.60556), "same": row(0.60570), "above": row(0.6066)}}
+    table = report.markdown_table(agg, {}, {}, ["no_learning", "same", "above"])
+    assert "| same |" in table and "| above ▲ |" in table
+
+
+def test_cpu_model_is_named():
+    assert report.environment("cpu")["hardware"]["cpu"] not in ("", "x86_64") or not os.path.exists(
+        "/proc/cpuinfo"
+    )
+
+
+def test_main_module_prints_errors_without_a_traceback(tmp_path):
+    proc = run_cli("--device", "foo", "--smoke", "--output", str(tmp_path / "r"))
+    assert proc.returncode != 0
+    assert "python -m benchmarks: error: device must be" in proc.stderr
+    assert "Traceback" not in proc.stderr
