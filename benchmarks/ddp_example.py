@@ -24,9 +24,11 @@ the −R(Z) term on the sample embeddings, with
 Every ``--log-every`` steps rank 0 prints the loss, the coding rate the loss logged
 (``embedding_coding_rate``, the global batch's), the same rate recomputed from an all_gather of
 the detached embeddings (they must agree), and rank 0's own per-rank rate, which differs: the
-rate of the union is not the mean of the per-rank rates. ``--smoke`` checks the agreement and
-exits with an error when it fails. At the end rank 0 prints precision@1 and the coding rate of
-the held-out 20 %.
+rate of the union is not the mean of the per-rank rates. ``--smoke`` checks the agreement on
+every step (under ``--distributed local``: the logged rate against the rank's own) and exits with
+an error when it fails or when no step was checked. At the end rank 0 prints precision@1 and the
+coding rate of the held-out 20 %. A ``--batch-size`` larger than a rank's share of the training
+data is refused before training.
 """
 
 from __future__ import annotations
@@ -54,7 +56,14 @@ from pml_anticollapse import AntiCollapseLoss
 from pml_anticollapse import functional as F
 from pml_anticollapse.distributed import all_gather_no_grad
 
+try:
+    from benchmarks._argtypes import non_negative_float, positive_float, positive_int
+except ImportError:  # run as a script (torchrun benchmarks/ddp_example.py): benchmarks/ is on path
+    from _argtypes import non_negative_float, positive_float, positive_int
+
 MODES = ("wrapper", "wrapper-efficient", "ddp")
+#: Agreement asked of the logged coding rate with the recomputed one under --smoke.
+SMOKE_TOL = 1e-4
 
 
 def parse_args(argv=None):
@@ -62,11 +71,12 @@ def parse_args(argv=None):
     p.add_argument("--mode", choices=MODES, default="wrapper")
     p.add_argument("--distributed", choices=("global", "local"), default="global",
                    help="scope of the coding rate (the plugin's distributed= argument)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=32, help="per rank")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--ac-weight", type=float, default=0.1)
-    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--epochs", type=positive_int, default=10)
+    p.add_argument("--batch-size", type=positive_int, default=32,
+                   help="per rank, at most a rank's share of the 1437 training samples")
+    p.add_argument("--lr", type=positive_float, default=1e-3)
+    p.add_argument("--ac-weight", type=non_negative_float, default=0.1)
+    p.add_argument("--log-every", type=positive_int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--smoke", action="store_true",
                    help="2 epochs of 3 steps, check the logged rate against the recomputed one")
@@ -117,6 +127,14 @@ def main(argv=None):
     sampler = DistributedSampler(
         dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=args.seed, drop_last=True
     )
+    if args.batch_size > len(sampler):  # drop_last=True: not a single step would run
+        if distributed:
+            dist.destroy_process_group()
+        raise SystemExit(
+            f"--batch-size must be at most each rank's share of the training data, "
+            f"{len(sampler)} samples ({len(dataset)} over {world_size} rank(s)), "
+            f"got {args.batch_size}"
+        )
     loader = DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, drop_last=True)
 
     model = torch.nn.Sequential(
@@ -141,7 +159,7 @@ def main(argv=None):
         print(f"mode={args.mode} distributed={args.distributed} world_size={world_size} "
               f"backend={backend} device={device} batch={args.batch_size}/rank "
               f"(global {args.batch_size * world_size})", flush=True)
-    worst = 0.0
+    worst, checked = 0.0, 0
     t0 = time.perf_counter()
     for epoch in range(args.epochs):
         sampler.set_epoch(epoch)
@@ -161,11 +179,13 @@ def main(argv=None):
                 full = all_gather_no_grad(emb.detach()) if distributed else emb.detach()
                 recomputed = F.coding_rate(full)
                 own = F.coding_rate(emb.detach())
-            if args.distributed == "global":
-                worst = max(worst, abs(float(logged - recomputed)))
+            # "global": the rate of the union of the ranks' rows; "local": this rank's rows
+            expected = recomputed if args.distributed == "global" else own
+            worst = max(worst, abs(float(logged - expected)))
+            checked += 1
             if rank == 0:
                 # PML's wrapper returns the loss multiplied by the world size: undo it for display
-                shown = value / world_size if loss_fn is not loss else value
+                shown = value.detach() / world_size if loss_fn is not loss else value.detach()
                 print(f"epoch {epoch} step {step:3d} loss {float(shown):8.4f} | "
                       f"coding rate: logged {float(logged):.5f}, global batch recomputed "
                       f"{float(recomputed):.5f}, rank 0's own rows {float(own):.5f}", flush=True)
@@ -177,13 +197,19 @@ def main(argv=None):
         print(f"done in {time.perf_counter() - t0:.1f} s | held-out P@1 "
               f"{precision_at_1(emb_te, y_te):.4f}, coding rate {float(F.coding_rate(emb_te)):.4f}"
               + (f" | max |logged - recomputed| = {worst:.2e}"
-                 if args.distributed == "global" else " | logged: per-rank rates"), flush=True)
+                 if args.distributed == "global"
+                 else f" | logged: per-rank rates, max |logged - own| = {worst:.2e}")
+              + f" over {checked} logged step(s)", flush=True)
     if distributed:
         dist.barrier()
         dist.destroy_process_group()
-    if args.smoke and args.distributed == "global" and worst > 1e-4:
-        raise SystemExit(f"rank {rank}: the logged coding rate is not the global batch's "
-                         f"(max difference {worst:.2e})")
+    if args.smoke and checked == 0:
+        raise SystemExit(f"rank {rank}: --smoke checked no step (0 logged steps in "
+                         f"{args.epochs} epoch(s)); nothing was verified")
+    if args.smoke and worst > SMOKE_TOL:
+        scope = "the global batch's" if args.distributed == "global" else "this rank's own"
+        raise SystemExit(f"rank {rank}: the logged coding rate is not {scope} "
+                         f"(max difference {worst:.2e} > {SMOKE_TOL:.0e})")
 
 
 if __name__ == "__main__":

@@ -64,7 +64,8 @@ from torch.utils.benchmark import Timer
 import pml_anticollapse
 from pml_anticollapse.functional import coding_rate
 
-from ._meta import git_commit
+from ._argtypes import non_negative_int, positive_float, positive_int
+from ._meta import cpu_model, git_commit
 
 EPS_SQ = 0.5
 #: The grid of the issue (m samples × d dimensions).
@@ -434,20 +435,10 @@ def bench_training(
 # ----------------------------------------------------------------------------- reporting
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def metadata(devices: Sequence[str], threads: int, argv: Sequence[str], clock: str) -> dict:
     import pytorch_metric_learning
 
-    names = {"cpu": f"{_cpu_model()} ({os.cpu_count()} logical CPUs)"}
+    names = {"cpu": f"{cpu_model()} ({os.cpu_count()} logical CPUs)"}
     if "cuda" in devices:
         names["cuda"] = torch.cuda.get_device_name()
     return {
@@ -654,17 +645,35 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("benchmark_results/speed"), help="folder")
     p.add_argument("--devices", default=None, help="cpu,cuda (default: cpu, + cuda if present)")
     p.add_argument("--grid", type=_parse_grid, default=None, help="e.g. 90x512,1024x64")
-    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="intra-op threads")
-    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (3; smoke: 1)")
+    p.add_argument(
+        "--threads", type=positive_int, default=torch.get_num_threads(), help="intra-op threads"
+    )
+    p.add_argument(
+        "--rounds", type=positive_int, default=None, help="interleaved rounds (3; smoke: 1)"
+    )
     p.add_argument(
         "--timer", choices=tuple(TIMERS), default="wall", help="wall clock, or thread CPU time"
     )
-    p.add_argument("--min-run-time", type=float, default=None, help="seconds per autorange")
+    p.add_argument(
+        "--min-run-time", type=positive_float, default=None, help="seconds per autorange"
+    )
     p.add_argument("--skip-training", action="store_true", help="skip the training-step overhead")
     p.add_argument(
-        "--resnet-cpu-size", type=int, default=0, help="also time the ResNet on CPU at this size"
+        "--resnet-cpu-size",
+        type=non_negative_int,
+        default=0,
+        help="also time the ResNet on CPU at this size (0: not on CPU)",
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    # fail now, not after minutes of timing when the results are written
+    existing = next(q for q in (args.out, *args.out.parents) if q.exists())
+    if not existing.is_dir():
+        if existing == args.out:
+            p.error(f"argument --out: expected a directory, got {str(args.out)!r}, "
+                    "which exists and is not a directory")
+        p.error(f"argument --out: expected a directory, got {str(args.out)!r}, which cannot "
+                f"be created: {str(existing)!r} exists and is not a directory")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -672,7 +681,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
     devices = (
         [d.strip() for d in args.devices.split(",")]
-        if args.devices
+        if args.devices is not None
         else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     )
     for dev in devices:
@@ -682,8 +691,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
             raise SystemExit("--devices asks for cuda but no CUDA device is available")
     if args.timer == "cpu" and (args.threads != 1 or "cuda" in devices):
         raise SystemExit("--timer cpu needs --threads 1 and the CPU only (--devices cpu)")
-    rounds = args.rounds or (1 if args.smoke else 3)
-    min_run_time = args.min_run_time or (0.01 if args.smoke else 0.2)
+    rounds = args.rounds if args.rounds is not None else (1 if args.smoke else 3)
+    min_run_time = (
+        args.min_run_time if args.min_run_time is not None else (0.01 if args.smoke else 0.2)
+    )
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -691,7 +702,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     report["metadata"]["loadavg_before"] = _loadavg()
     results, accuracy, training = [], [], []
     for dev in devices:
-        grid = args.grid or (SMOKE_GRID if args.smoke else GRID)
+        grid = args.grid if args.grid is not None else (SMOKE_GRID if args.smoke else GRID)
         if dev == "cuda" and not args.smoke and args.grid is None:
             grid = tuple(grid) + CUDA_EXTRA
         print(f"[speed] {dev}: {len(grid)} grid points, {rounds} round(s)", flush=True)

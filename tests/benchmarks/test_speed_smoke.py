@@ -158,3 +158,59 @@ class TestResNet18Like:
         # torchvision's resnet18 has 11,689,512 parameters, 513,000 of them in the 1000-way fc
         assert sum(p.numel() for p in model.parameters()) == 11_689_512 - 513_000
         assert model(torch.randn(2, 3, 64, 64)).shape == (2, 512)
+
+
+class TestCommandLine:
+    @pytest.mark.parametrize(
+        "option, value, expected",
+        [
+            ("--threads", "0", "expected a positive integer, got '0'"),
+            ("--threads", "-2", "expected a positive integer, got '-2'"),
+            ("--threads", "two", "expected a positive integer, got 'two'"),
+            ("--rounds", "0", "expected a positive integer, got '0'"),
+            ("--rounds", "-1", "expected a positive integer, got '-1'"),
+            ("--min-run-time", "0", "expected a positive, finite number, got '0'"),
+            ("--min-run-time", "-1", "expected a positive, finite number, got '-1'"),
+            ("--min-run-time", "nan", "expected a positive, finite number, got 'nan'"),
+            ("--min-run-time", "inf", "expected a positive, finite number, got 'inf'"),
+            ("--resnet-cpu-size", "-1", "expected an integer >= 0, got '-1'"),
+        ],
+    )
+    def test_rejects_values_out_of_range(self, option, value, expected, tmp_path, capsys):
+        with pytest.raises(SystemExit) as exc:
+            speed.parse_args(["--smoke", "--out", str(tmp_path), option, value])
+        assert exc.value.code == 2
+        assert f"argument {option}: {expected}" in capsys.readouterr().err
+
+    def test_keeps_explicit_values_and_defaults_only_what_is_missing(self, tmp_path):
+        args = speed.parse_args(
+            ["--out", str(tmp_path), "--threads", "1", "--rounds", "2", "--min-run-time", "0.5"]
+        )
+        assert (args.threads, args.rounds, args.min_run_time) == (1, 2, 0.5)
+        assert args.resnet_cpu_size == 0
+        args = speed.parse_args(["--out", str(tmp_path)])
+        assert args.rounds is None and args.min_run_time is None  # main picks the defaults
+
+    def test_out_may_be_a_directory_or_a_path_to_create(self, tmp_path):
+        assert speed.parse_args(["--out", str(tmp_path)]).out == tmp_path
+        assert speed.parse_args(["--out", str(tmp_path / "a" / "b")]).out == tmp_path / "a" / "b"
+        assert not (tmp_path / "a").exists()  # parsing creates nothing
+
+    def test_out_must_not_be_an_existing_file(self, tmp_path, capsys):
+        file = tmp_path / "speed.json"
+        file.write_text("{}")
+        with pytest.raises(SystemExit) as exc:
+            speed.parse_args(["--smoke", "--out", str(file)])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert f"argument --out: expected a directory, got {str(file)!r}" in err
+        assert "exists and is not a directory" in err
+        assert file.read_text() == "{}"
+
+    def test_out_must_not_lie_under_an_existing_file(self, tmp_path, capsys):
+        file = tmp_path / "results"
+        file.write_text("")
+        with pytest.raises(SystemExit) as exc:
+            speed.main(["--smoke", "--out", str(file / "speed")])
+        assert exc.value.code == 2
+        assert f"{str(file)!r} exists and is not a directory" in capsys.readouterr().err
