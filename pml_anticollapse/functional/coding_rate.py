@@ -140,11 +140,7 @@ class _HalfLogdetGram(torch.autograd.Function):
             # column-major gradient, which slows the elementwise passes below.)
             (factor,) = extra
             grad_x = torch.cholesky_solve(x.mT, factor).mT
-        # times a·grad_out: one scalar when ``a`` is a float (grad_out is then 0-d)
-        if isinstance(a, float):
-            grad_x.mul_(grad_out * a)
-        else:
-            grad_x.mul_((grad_out * a)[..., None, None])
+        grad_x.mul_((grad_out * a)[..., None, None])  # times a·grad_out, per matrix
         if not ctx.normalize:
             return grad_x
         # d(z/‖z‖): (g − x·⟨x, g⟩)/‖z‖ per row; F.normalize skips the projection where the norm
@@ -284,8 +280,9 @@ def coding_rate(
         if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.shape != (m,):
             raise ValueError(f"mask must be a bool tensor of shape ({m},), got {mask!r}")
         mask = mask.to(x.device)
-        # masked-out rows are zero (and stay zero once normalised): no effect on logdet
-        x = x * mask[:, None].to(x.dtype)
+        # masked-out rows are zero (and stay zero once normalised): no effect on logdet.
+        # torch.where, not a product: a NaN/inf in a masked-out row must not leak in (inf·0).
+        x = torch.where(mask[:, None], x, 0.0)
         m = mask.sum().to(x.dtype).clamp_min(1)  # a tensor: no host sync
     a = d / (m * eps_sq) if variant == "standard" else m / (d * eps_sq)
     return half_logdet_gram(x, a, check=check, name="z", normalize=normalize)

@@ -67,7 +67,8 @@ def effective_rank(z: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         4.0
     """
     p = _spectrum_distribution(z, normalize)
-    entropy = -torch.special.xlogy(p, p).sum()
+    # 0·log 0 = 0 with a finite gradient (xlogy's is NaN at p = 0, i.e. for any rank-deficient z)
+    entropy = -torch.where(p > 0, p * p.clamp_min(torch.finfo(p.dtype).tiny).log(), 0.0).sum()
     return entropy.exp()
 
 
@@ -120,7 +121,10 @@ def intra_inter_distance_ratio(
         _, inv = torch.unique(labels.to(z.device), return_inverse=True)
         onehot = F.one_hot(inv).to(x.dtype)  # (m, C)
         counts = onehot.sum(0)
-        dist = torch.cdist(x, x)
+        # difference-based distances: the matrix-product form that cdist picks above 25 rows
+        # loses the small intra-class distances of a nearly collapsed class, the case of interest
+        exact = "donot_use_mm_for_euclid_dist"
+        dist = torch.cdist(x, x, compute_mode=exact)
         same = onehot @ onehot.T
         same.fill_diagonal_(0)
         # Σ_{i≠j in c} d_ij per class, divided by n_c·(n_c − 1)
@@ -130,6 +134,6 @@ def intra_inter_distance_ratio(
         intra = (per_class_sum[valid] / pairs[valid]).mean()
         centers = (onehot.T @ x) / counts[:, None]
         c = centers.shape[0]
-        cd = torch.cdist(centers, centers)
+        cd = torch.cdist(centers, centers, compute_mode=exact)
         inter = cd.sum() / (c * (c - 1)) if c > 1 else cd.new_tensor(float("nan"))
         return intra / inter

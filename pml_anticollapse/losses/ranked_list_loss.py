@@ -6,6 +6,7 @@ from pytorch_metric_learning.distances import LpDistance
 from pytorch_metric_learning.losses import BaseMetricLossFunction
 from pytorch_metric_learning.utils import common_functions as c_f
 
+from .. import distributed as D
 from ..functional._checks import check_embeddings, check_labels, check_nonnegative, check_positive
 from ..functional.ranked_list import _ranked_list_loss_parts, ranked_list_loss  # noqa: F401
 
@@ -27,10 +28,13 @@ class RankedListLoss(BaseMetricLossFunction):
     ``detach_weights=True`` (default) follows the official code, whose weights are constants in
     the backward pass; ``False`` differentiates through them as PML does. The per-query losses
     are returned with ``reduction_type="element"``, so PML reducers apply (default: mean).
-    ``ref_emb`` is supported (queries against a gallery, e.g. ``DistributedLossWrapper(...,
-    efficient=True)``); ``indices_tuple`` is not, so the loss does not go inside
-    ``CrossBatchMemory``, which always passes one (PML's own ``RankedListLoss`` is not on its
-    list either).
+    ``ref_emb`` is supported (queries against a gallery). Under
+    ``DistributedLossWrapper(..., efficient=True)`` each rank ranks its own queries against the
+    gathered batch (PML's efficient semantics: gradients through this rank's rows only); the
+    all-pairs ``indices_tuple`` that wrapper always builds is not needed and not used, and so
+    neither is one handed to the wrapper. Otherwise ``indices_tuple`` is refused, so the loss
+    does not go inside ``CrossBatchMemory``, which always passes one (PML's own
+    ``RankedListLoss`` is not on its list either).
 
     Args:
         margin, Tn, alpha, Tp, lam, detach_weights, query_grad_only: see :func:`ranked_list_loss`.
@@ -97,6 +101,12 @@ class RankedListLoss(BaseMetricLossFunction):
         return super().forward(embeddings, labels, indices_tuple, ref_emb, ref_labels)
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
+        if indices_tuple is not None and D.context().kind == "wrapper-efficient":
+            # PML's efficient wrapper always hands an all-pairs tuple without the self pairs,
+            # with the gathered batch (this rank's rows first) as ref_emb. RLL ranks every pair
+            # itself, and a query's own copy (distance 0, same class) is neither a violating
+            # positive nor a negative, so the tuple carries nothing: it is not used.
+            indices_tuple = None
         c_f.indices_tuple_not_supported(indices_tuple)
         if ref_emb is embeddings and ref_labels is labels:
             ref_emb = ref_labels = None

@@ -77,7 +77,9 @@ class EasyPositiveMiner(BaseMiner):
 
     Statistics (always set, as tensors): ``num_skipped_anchors``,
     ``num_anchors_without_positive``, ``num_anchors_without_negative``,
-    ``num_duplicate_positives`` (anchors whose nearest same-class sample was a duplicate),
+    ``num_duplicate_positives`` (anchors whose nearest same-class sample was a duplicate; when
+    ``ref_emb`` holds the batch, as in ``CrossBatchMemory``, the anchor's own copy is such a
+    sample — numerically it cannot be told from an exact duplicate — so every anchor counts),
     ``num_negative_fallbacks``; PML's ``num_triplets``.
 
     Raises:

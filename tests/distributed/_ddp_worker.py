@@ -88,6 +88,10 @@ def build_loss(scenario: str):
         return AntiCollapseLoss(inner, target="both", proxy_set="batch", collect_stats=True)
     if scenario.startswith("mcr2"):
         return MCR2Loss(distributed=scope, collect_stats=True)
+    if scenario == "rll":
+        from pml_anticollapse import RankedListLoss
+
+        return RankedListLoss(margin=0.4, Tn=10.0, collect_stats=True)
     raise ValueError(scenario)
 
 
@@ -97,6 +101,8 @@ SCENARIOS = {
     "proxy": ("wrapper", "ddp"),  # PML's proxy losses refuse the efficient wrapper's ref_emb
     "mcr2": MODES,
     "mcr2-local": MODES,
+    # not a coding-rate term: PML's semantics (plain DDP would make it per-rank by definition)
+    "rll": ("wrapper", "wrapper-efficient"),
 }
 
 
@@ -112,6 +118,8 @@ def stats_of(scenario: str, loss) -> dict:
             "proxy": loss.proxy_coding_rate,
             "weight_reg": loss.loss.weight_regularizer.coding_rate,
         }
+    if scenario == "rll":
+        return {"num_positive_pairs": loss.num_positive_pairs}
     return {
         "r": loss.coding_rate,
         "r_c": loss.compression_rate,

@@ -29,6 +29,7 @@ import torch.distributed as dist
 
 from pml_anticollapse import AntiCollapseLoss, CodingRateRegularizer, MCR2Loss
 from pml_anticollapse import distributed as D
+from tests.reference_ranking import ref_ranked_list_loss
 
 WORKER = Path(__file__).with_name("_ddp_worker.py")
 WORLD_SIZE = 2
@@ -82,6 +83,36 @@ def ref_objective(scenario, z, y, proxies):
         return -r5 - rp - 0.7 * rw, {"acl": r5, "proxy": rp, "weight_reg": rw}
     delta_r, r, r_c = ref_rate_reduction(z, y)
     return -delta_r, {"r": r, "r_c": r_c, "delta_r": delta_r}
+
+
+def reference_rll(mode):
+    """(model grads, [], per-rank stats) of RankedListLoss under PML's wrapper. efficient=False:
+    the full-batch loss. efficient=True: rank r ranks its own queries against the whole batch
+    with only its own rows differentiable; the wrapper's ×world_size and DDP's averaging make
+    the sum of those per-rank losses. Per-query losses from the loop reference."""
+    model = W.make_model()
+    x, y = W.make_data(WORLD_SIZE)
+    z = model(x)
+    n = W.ROWS_PER_RANK
+
+    def violating_positives(q, q_labels):
+        x_q = q / q.norm(dim=1, keepdim=True)
+        x_r = z / z.norm(dim=1, keepdim=True)
+        d = torch.cdist(x_q.detach(), x_r.detach(), compute_mode="donot_use_mm_for_euclid_dist")
+        return ((q_labels[:, None] == y[None, :]) & (d > 1.2 - 0.4)).sum()
+
+    if mode == "wrapper":
+        objective = ref_ranked_list_loss(z, y).mean()
+        stats = [{"num_positive_pairs": violating_positives(z, y)}] * WORLD_SIZE
+    else:
+        objective, stats = 0.0, []
+        for r in range(WORLD_SIZE):
+            own = torch.zeros(len(y), dtype=torch.bool)
+            own[r * n : (r + 1) * n] = True
+            ref = torch.where(own[:, None], z, z.detach())
+            objective = objective + ref_ranked_list_loss(z[own], y[own], ref, y).mean()
+            stats.append({"num_positive_pairs": violating_positives(z[own], y[own])})
+    return list(torch.autograd.grad(objective, list(model.parameters()))), [], stats
 
 
 def reference(scenario):
@@ -166,6 +197,8 @@ ALL_GATHERS = {
     ("mcr2-local", "wrapper"): 2,
     ("mcr2-local", "wrapper-efficient"): 2,
     ("mcr2-local", "ddp"): 0,
+    ("rll", "wrapper"): 2,
+    ("rll", "wrapper-efficient"): 2,
 }
 
 CASES = [(s, m) for s, modes in W.SCENARIOS.items() for m in modes]
@@ -174,7 +207,10 @@ CASES = [(s, m) for s, modes in W.SCENARIOS.items() for m in modes]
 class TestTwoGlooRanks:
     @pytest.mark.parametrize("scenario,mode", CASES, ids=[f"{s}-{m}" for s, m in CASES])
     def test_gradients_and_statistics(self, ranks, scenario, mode):
-        model_grads, proxy_grads, stats = reference(scenario)
+        if scenario == "rll":
+            model_grads, proxy_grads, stats = reference_rll(mode)
+        else:
+            model_grads, proxy_grads, stats = reference(scenario)
         for rank, results in enumerate(ranks):
             got = results[(scenario, mode)]
             # DDP-averaged model gradients: the full-batch gradient (global) or the mean of the

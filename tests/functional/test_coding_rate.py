@@ -56,6 +56,16 @@ class TestCodingRateValues:
         mask = torch.rand(20) > 0.4
         _close(coding_rate(z, mask=mask), ref_coding_rate(z[mask]), dtype)
 
+    def test_non_finite_values_in_masked_out_rows_do_not_count(self):
+        z = torch.randn(6, 4, dtype=torch.float64)
+        mask = torch.tensor([True, True, False, True, False, True])
+        z[2, 0], z[4, 1] = float("inf"), float("nan")
+        z.requires_grad_(True)
+        value = coding_rate(z, mask=mask)
+        torch.testing.assert_close(value, ref_coding_rate(z.detach()[mask]))
+        (grad,) = torch.autograd.grad(value, z)
+        assert torch.isfinite(grad).all() and not grad[~mask].any()
+
 
 class TestClosedForms:
     def test_all_zero_input_has_zero_rate(self, dtype):

@@ -43,6 +43,33 @@ class TestDiagnostics:
         z = torch.randn(shape, dtype=dtype)
         assert effective_rank(z).item() == pytest.approx(ref_effective_rank(z), rel=1e-5)
 
+    def test_effective_rank_gradient_is_finite_when_rank_deficient(self):
+        # 0·log 0 terms contribute nothing to the value and nothing to the gradient; reference:
+        # the entropy over the non-zero singular values only, by autograd in float64
+        z = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
+        z = (z + 0.0).requires_grad_(True)
+        (grad,) = torch.autograd.grad(effective_rank(z), z)
+
+        def reference(t):
+            s = torch.linalg.svdvals(t / t.norm(dim=1, keepdim=True))
+            p = s / s.sum()
+            p = p[p > 1e-12]
+            return torch.exp(-(p * p.log()).sum())
+
+        (expected,) = torch.autograd.grad(reference(z), z)
+        assert torch.isfinite(grad).all()
+        torch.testing.assert_close(grad, expected, rtol=1e-8, atol=1e-10)
+
+    def test_intra_inter_ratio_of_nearly_collapsed_classes(self):
+        # 40 rows per class within 1e-4 of their class direction: float32 must still see the
+        # small intra-class distances (the matrix-product form of cdist loses them)
+        g = torch.Generator().manual_seed(0)
+        centers = torch.randn(3, 64, generator=g)
+        z = (centers.repeat_interleave(40, 0) + 1e-4 * torch.randn(120, 64, generator=g))
+        labels = torch.arange(3).repeat_interleave(40)
+        got = intra_inter_distance_ratio(z, labels).item()
+        assert got == pytest.approx(_ref_ratio(z, labels), rel=1e-2)
+
     def test_effective_rank_bounds(self):
         rank_one = torch.randn(1, 6).expand(10, 6)
         assert effective_rank(rank_one).item() == pytest.approx(1.0, abs=1e-5)
