@@ -252,6 +252,11 @@ def main(argv=None) -> int:
             _check_buildable(m, cfg, next(iter(protocols.values())))
             runnable.append(m)
 
+    if not runnable:
+        raise ValueError(
+            "no method can run: " + "; ".join(f"{k}: {v}" for k, v in skipped.items())
+        )
+
     run_dir = args.output or os.path.join("benchmark-results", cfg["name"])
     _prepare_run_dir(run_dir, cfg, fresh=args.fresh)
 

@@ -174,3 +174,10 @@ def test_main_module_prints_errors_without_a_traceback(tmp_path):
     assert proc.returncode != 0
     assert "python -m benchmarks: error: device must be" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_run_where_no_method_can_run_is_an_error(cfg_path, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match="no method can run: ghost: class 'GhostLoss'"):
+        _main(cfg_path, out, "--set", "methods=[{name: ghost, loss: {class: GhostLoss}}]")
+    assert not out.exists()
