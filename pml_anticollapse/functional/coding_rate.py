@@ -15,6 +15,8 @@ instead factorises a d×d matrix and inverts it.
 from __future__ import annotations
 
 import math
+import os
+import sys
 import warnings
 from typing import NamedTuple
 
@@ -89,7 +91,7 @@ class _HalfLogdetGram(torch.autograd.Function):
                 f"{tuple(z.shape)} (largest scale {a_max:.3g}); "
                 "falling back to the symmetric eigen-decomposition",
                 CholeskyFallbackWarning,
-                stacklevel=4,
+                stacklevel=_caller_stacklevel(),
             )
             w, v = torch.linalg.eigh(x @ x.mT if use_rows else x.mT @ x)
             w = torch.log1p(w.clamp_min(0) * (a if isinstance(a, float) else a[..., None]))
@@ -147,6 +149,23 @@ class _HalfLogdetGram(torch.autograd.Function):
         # is clamped.
         dot = torch.linalg.vecdot(grad_x, x).unsqueeze_(-1).masked_fill_(denom <= _NORM_EPS, 0.0)
         return grad_x.addcmul_(dot, x, value=-1.0).div_(denom)
+
+
+def _caller_stacklevel() -> int:
+    """``warnings.warn``'s stacklevel for the caller's first frame outside this package, torch
+    and PML, so that a warning points at the user's line whichever API led here."""
+    import pytorch_metric_learning
+
+    import pml_anticollapse
+
+    skip = tuple(
+        os.path.dirname(m.__file__) + os.sep
+        for m in (pml_anticollapse, torch, pytorch_metric_learning)
+    )
+    level, frame = 1, sys._getframe(1)  # 1: the frame that will call warnings.warn
+    while frame is not None and frame.f_code.co_filename.startswith(skip):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _factorisation_failed(info: torch.Tensor, out: torch.Tensor) -> bool:

@@ -127,6 +127,28 @@ def _failing_cholesky_ex(real):
 
 
 class TestCholeskyFallback:
+    @pytest.mark.parametrize("api", ["function", "regularizer", "loss"])
+    def test_the_warning_points_at_the_callers_line(self, monkeypatch, api):
+        from pytorch_metric_learning.losses import ContrastiveLoss
+
+        from pml_anticollapse import CodingRateRegularizer
+
+        z = torch.randn(12, 6)
+        labels = torch.arange(12) % 3
+        call = {
+            "function": lambda: coding_rate(z),
+            "regularizer": lambda: CodingRateRegularizer()(z),
+            "loss": lambda: ContrastiveLoss(embedding_regularizer=CodingRateRegularizer())(
+                z, labels
+            ),
+        }[api]
+        monkeypatch.setattr(
+            torch.linalg, "cholesky_ex", _failing_cholesky_ex(torch.linalg.cholesky_ex)
+        )
+        with pytest.warns(CholeskyFallbackWarning) as record:
+            call()
+        assert record[0].filename == __file__
+
     @pytest.mark.parametrize("m, d", [(40, 100), (100, 40)], ids=["rows", "cols"])
     def test_warns_and_stays_correct(self, monkeypatch, m, d):
         z = torch.randn(m, d, dtype=torch.float32)
