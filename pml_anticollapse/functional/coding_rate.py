@@ -208,7 +208,7 @@ def half_logdet_gram(
 
     Args:
         x: (..., n, k) float32 or float64 tensor.
-        a: scale, a float or a tensor of the batch shape (...); it receives no gradient.
+        a: scale ≥ 0, a float or a tensor of the batch shape (...); it receives no gradient.
         check: raise on non-finite input and fall back to an eigen-decomposition (with a
             ``CholeskyFallbackWarning``) when the factorisation fails. Costs one host sync on
             CUDA; with ``check=False`` a failure propagates as NaN instead.
@@ -223,6 +223,8 @@ def half_logdet_gram(
     """
     if isinstance(a, (int, float)) and not isinstance(a, bool):
         a = float(a)  # one scale for every matrix: kept a Python number
+        if not (math.isfinite(a) and a >= 0):
+            raise ValueError(f"a must be a finite number >= 0, got {a}")
     else:
         a = torch.as_tensor(a, dtype=x.dtype, device=x.device).expand(x.shape[:-2]).detach()
     return _HalfLogdetGram.apply(x, a, bool(normalize), check, name)

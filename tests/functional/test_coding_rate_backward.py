@@ -118,6 +118,12 @@ class TestBatchedMatrices:
         torch.testing.assert_close(grad, expected, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("a", [-1.0, float("nan"), float("inf")])
+def test_half_logdet_gram_refuses_a_bad_scale(a):
+    with pytest.raises(ValueError, match="a must be a finite number >= 0"):
+        half_logdet_gram(torch.randn(4, 3), a)
+
+
 def _failing_cholesky_ex(real):
     def fake(mat, *args, **kwargs):
         factor, info = real(mat, *args, **kwargs)
