@@ -60,7 +60,10 @@ def ref_acl_official_term(proxies, labels_present, eps_sq=0.5, gamma=1.0):
 
 
 def ref_effective_rank(z, normalize=True):
-    s = torch.linalg.svdvals(_rows(z, normalize)).tolist()
+    # singular values as √eigenvalues of the smaller Gram matrix (the package uses svdvals)
+    x = _rows(z, normalize)
+    gram = x @ x.T if x.shape[0] <= x.shape[1] else x.T @ x
+    s = torch.linalg.eigvalsh(gram).clamp_min(0).sqrt().tolist()
     total = sum(s)
     p = [v / total for v in s if v > 0]
     return math.exp(-sum(v * math.log(v) for v in p))

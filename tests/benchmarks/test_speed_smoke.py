@@ -67,7 +67,7 @@ class TestSmokeRun:
         mlp, resnet = report["training"]
         assert mlp["model"].startswith("DigitsMLP") and mlp["batch"] == 128
         assert mlp["ratio"] == pytest.approx(mlp["with_median_s"] / mlp["without_median_s"])
-        assert 0.2 < mlp["ratio"] < 20  # a sanity bound, not the 5 % target (noisy in smoke)
+        assert math.isfinite(mlp["ratio"]) and mlp["ratio"] > 0  # measured; no timing asserted
         assert mlp["plumbing_ratio"] == pytest.approx(
             mlp["plumbing_median_s"] / mlp["without_median_s"]
         )

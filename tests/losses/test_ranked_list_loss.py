@@ -28,7 +28,7 @@ def _batch(n_classes=6, per_class=4, dim=16, dtype=torch.float64, seed=0):
     g = torch.Generator().manual_seed(seed)
     labels = torch.arange(n_classes).repeat_interleave(per_class)
     centres = torch.randn(n_classes, dim, generator=g, dtype=torch.float64)
-    z = centres[labels] + 0.7 * torch.randn(len(labels), dim, generator=g, dtype=torch.float64)
+    z = centres[labels] + 1.0 * torch.randn(len(labels), dim, generator=g, dtype=torch.float64)
     return z.to(dtype), labels
 
 
@@ -52,15 +52,20 @@ class TestAgainstReference:
         ref = ref_ranked_list_loss(z, labels, **setting).mean()
         torch.testing.assert_close(ours.double(), ref, **tol)
 
-    def test_batches_exercise_both_sides_of_each_boundary(self):
-        # the random batch above must have pairs in and out of P* and N*, or the tests are weak
-        z, labels = _batch()
+    @pytest.mark.parametrize("setting", SETTINGS)
+    @pytest.mark.parametrize("shape", [(6, 4, 16), (4, 3, 8)], ids=["values", "gradients"])
+    def test_batches_exercise_both_sides_of_each_boundary(self, setting, shape):
+        # the batches of the value and gradient tests must have pairs in and out of P* and N*
+        # for every setting, or those tests are weak
+        z, labels = _batch(*shape)
+        margin = setting.get("margin", 0.4)
+        alpha = setting.get("alpha") or 1.0 + margin / 2.0
         d = torch.tensor(ref_distance_matrix(z))
         same = labels[:, None] == labels[None]
         off = ~torch.eye(len(labels), dtype=torch.bool)
         pos_d, neg_d = d[same & off], d[~same]
-        assert (pos_d > 0.8).any() and (pos_d <= 0.8).any()
-        assert (neg_d < 1.2).any() and (neg_d >= 1.2).any()
+        assert (pos_d > alpha - margin).any() and (pos_d <= alpha - margin).any()
+        assert (neg_d < alpha).any() and (neg_d >= alpha).any()
 
     @pytest.mark.parametrize("setting", SETTINGS)
     @pytest.mark.parametrize("detach_weights", [True, False])

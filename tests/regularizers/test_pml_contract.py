@@ -16,7 +16,7 @@ from pytorch_metric_learning.losses import BaseMetricLossFunction
 from pytorch_metric_learning.losses.mixins import WeightRegularizerMixin
 
 from pml_anticollapse import CodingRateRegularizer
-from tests.reference import ref_coding_rate
+from tests.reference import ref_coding_rate, ref_effective_rank
 
 C, D, M = 6, 16, 24
 REG_WEIGHT = 0.37
@@ -87,12 +87,12 @@ def test_the_lists_cover_pml():
 
 
 class TestEmbeddingRegularizer:
-    @pytest.mark.parametrize("name", ALL_LOSSES)
+    # GenericPairLoss is abstract: nothing to construct, so no case (rather than an empty pass)
+    @pytest.mark.parametrize("name", [n for n in ALL_LOSSES if n != "GenericPairLoss"])
     def test_loss_plus_weight_times_regularizer(self, name):
-        if name in NOT_APPLICABLE:
-            if name == "VICRegLoss":
-                with pytest.raises(ValueError, match="cannot use a regularizer"):
-                    _make(name, embedding_regularizer=CodingRateRegularizer())
+        if name == "VICRegLoss":
+            with pytest.raises(ValueError, match="cannot use a regularizer"):
+                _make(name, embedding_regularizer=CodingRateRegularizer())
             return
         z, y = _batch()
         bare = _make(name)
@@ -138,7 +138,7 @@ class TestRegularizerModule:
         on = CodingRateRegularizer(collect_stats=True)
         on(z)
         assert on.coding_rate.item() == pytest.approx(ref_coding_rate(z).item(), rel=1e-5)
-        assert 1.0 <= on.effective_rank.item() <= 8.0
+        assert on.effective_rank.item() == pytest.approx(ref_effective_rank(z), rel=1e-5)
         assert "coding_rate" in on._record_these_stats
         off = CodingRateRegularizer(collect_stats=False)
         off(z)
