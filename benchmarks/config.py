@@ -238,6 +238,9 @@ SCALAR_KINDS = {
     "model.embedding_size": "int>0",
     "model.hidden": "int>0",
     "model.weights": "str|None",
+    "training.epochs": "int>=0",
+    "training.batch_size": "int>0",
+    "training.m_per_class": "int>0",
     "training.iterations_per_epoch": "int>0|None",
     "training.amp": "bool",
     "training.num_workers": "int>=0",
@@ -277,9 +280,6 @@ def validate_config(cfg: dict) -> None:
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must not repeat, got {seeds!r}")
     t = cfg["training"]
-    for key in ("epochs", "batch_size", "m_per_class"):
-        if not isinstance(t[key], int) or t[key] < (0 if key == "epochs" else 1):
-            raise ValueError(f"training.{key} must be a positive integer, got {t[key]!r}")
     if t["batch_size"] % t["m_per_class"]:
         raise ValueError(
             f"training.batch_size must be a multiple of training.m_per_class, "

@@ -76,8 +76,10 @@ class _HalfLogdetGram(torch.autograd.Function):
         else:
             denom, x = None, z
         use_rows = n <= k  # the n×n Gram XXᵀ is the smaller one
+        scalar = isinstance(a, float)
+        a_vec = a if scalar else a[..., None]  # broadcasts over the eigenvalues (…, k)
         mat = x @ x.mT if use_rows else x.mT @ x
-        mat.mul_(a if isinstance(a, float) else a[..., None, None])
+        mat.mul_(a if scalar else a_vec[..., None])
         mat.diagonal(dim1=-2, dim2=-1).add_(1.0)
         factor, info = torch.linalg.cholesky_ex(mat)
         out = factor.diagonal(dim1=-2, dim2=-1).log().sum(-1)
@@ -85,7 +87,7 @@ class _HalfLogdetGram(torch.autograd.Function):
         if check and _factorisation_failed(info, out):
             if not bool(torch.isfinite(z).all()):
                 raise ValueError(f"{name} must be finite, got NaN or inf values")
-            a_max = a if isinstance(a, float) else float(a.max())
+            a_max = a if scalar else float(a.max())
             warnings.warn(
                 f"Cholesky factorisation of I + a·Gram failed for {name} of shape "
                 f"{tuple(z.shape)} (largest scale {a_max:.3g}); "
@@ -94,17 +96,17 @@ class _HalfLogdetGram(torch.autograd.Function):
                 stacklevel=_caller_stacklevel(),
             )
             w, v = torch.linalg.eigh(x @ x.mT if use_rows else x.mT @ x)
-            w = torch.log1p(w.clamp_min(0) * (a if isinstance(a, float) else a[..., None]))
+            w = torch.log1p(w.clamp_min(0) * a_vec)
             out = 0.5 * w.sum(-1)
             eig = (w, v)
         ctx.use_rows = use_rows
         ctx.normalize = normalize
         ctx.eig = eig is not None
-        ctx.a = a if isinstance(a, float) else None
+        ctx.a = a if scalar else None
         # Saved: the input, the clamped row norms (n×1) and an O(min(n, k)²) factor; the
         # normalised rows are recomputed in the backward pass rather than kept.
         extra = (factor,) if eig is None else eig
-        a_saved = () if isinstance(a, float) else (a,)
+        a_saved = () if scalar else (a,)
         ctx.save_for_backward(z, denom, *a_saved, *extra)
         return out
 
@@ -296,7 +298,7 @@ def coding_rate(
             return coding_rate(
                 z, eps_sq=eps_sq, normalize=normalize, variant=variant, mask=mask, check=check
             )
-    x = z if z.dtype in (torch.float32, torch.float64) else z.float()
+    x = z.to(working_dtype(z.dtype))  # returns z itself when it is float32/64
     if mask is not None:
         if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.shape != (m,):
             raise ValueError(f"mask must be a bool tensor of shape ({m},), got {mask!r}")

@@ -47,3 +47,32 @@ def sqlite_dump(path: str) -> dict:
         }
     finally:
         con.close()
+
+
+def digits_cell(name: str, training: dict, methods: list[dict]):
+    """(config, protocol) for calling ``train.run_cell`` directly: the zero-shot digits protocol
+    (train 0–4, test 5–9), seed 0, one thread, the given training settings and methods."""
+    from benchmarks import config, data
+
+    cfg = config.deep_merge(
+        config.DEFAULTS,
+        {
+            "name": name,
+            "seeds": [0],
+            "threads": 1,
+            "dataset": {
+                "name": "digits",
+                "protocols": {
+                    "zs": {
+                        "type": "zero_shot",
+                        "train_classes": [0, 1, 2, 3, 4],
+                        "test_classes": [5, 6, 7, 8, 9],
+                    }
+                },
+            },
+            "training": training,
+            "methods": methods,
+        },
+    )
+    config.validate_config(cfg)
+    return cfg, data.build_protocols(cfg)["zs"]

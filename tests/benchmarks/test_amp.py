@@ -14,42 +14,26 @@ import pytest
 import torch
 from pytorch_metric_learning import trainers
 
-from benchmarks import config, data, train
+from benchmarks import config, train
+from tests.benchmarks._util import digits_cell
 
-CONFIG = {
-    "name": "amp-test",
-    "seeds": [0],
-    "threads": 1,
-    "dataset": {
-        "name": "digits",
-        "protocols": {
-            "zs": {"type": "zero_shot", "train_classes": [0, 1, 2, 3, 4],
-                   "test_classes": [5, 6, 7, 8, 9]},
+TRAINING = {"epochs": 2, "batch_size": 40, "m_per_class": 8, "iterations_per_epoch": 3, "amp": True}
+METHOD = {
+    "name": "triplet+ac",
+    "loss": {
+        "class": "TripletMarginLoss",
+        "args": {
+            "margin": 0.2,
+            "embedding_regularizer": {"class": "CodingRateRegularizer"},
+            "embedding_reg_weight": 0.1,
         },
     },
-    "training": {"epochs": 2, "batch_size": 40, "m_per_class": 8, "iterations_per_epoch": 3,
-                 "amp": True},
-    "methods": [
-        {
-            "name": "triplet+ac",
-            "loss": {
-                "class": "TripletMarginLoss",
-                "args": {
-                    "margin": 0.2,
-                    "embedding_regularizer": {"class": "CodingRateRegularizer"},
-                    "embedding_reg_weight": 0.1,
-                },
-            },
-        }
-    ],
 }
 
 
 @pytest.fixture(scope="module")
 def setup():
-    cfg = config.deep_merge(config.DEFAULTS, CONFIG)
-    config.validate_config(cfg)
-    protocol = data.build_protocols(cfg)["zs"]
+    cfg, protocol = digits_cell("amp-test", TRAINING, [METHOD])
     return cfg, protocol, cfg["methods"][0]
 
 

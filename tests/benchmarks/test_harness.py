@@ -142,7 +142,8 @@ class TestConfig:
                 50,
                 "training.batch_size must be a multiple of training.m_per_class",
             ),
-            ("training.epochs", -1, "training.epochs must be a positive integer"),
+            ("training.epochs", -1, "training.epochs must be a non-negative integer, got -1"),
+            ("training.batch_size", 0, "training.batch_size must be a positive integer, got 0"),
             ("dataset.name", "mnist", "dataset.name must be one of"),
             (
                 "dataset.protocols.zero_shot.type",

@@ -9,27 +9,21 @@ import os
 import pytest
 import torch
 
-from benchmarks import config, data, train
+from benchmarks import train
+from tests.benchmarks._util import digits_cell
 
 pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing import event_accumulator  # noqa: E402
 
-CONFIG = {
-    "name": "tb-test",
-    "seeds": [0],
-    "threads": 1,
-    "dataset": {
-        "name": "digits",
-        "protocols": {
-            "zs": {"type": "zero_shot", "train_classes": [0, 1, 2, 3, 4],
-                   "test_classes": [5, 6, 7, 8, 9]},
-        },
-    },
-    "training": {"epochs": 3, "batch_size": 40, "m_per_class": 8, "iterations_per_epoch": 4,
-                 "log_freq": 1, "tensorboard": True},
-    "methods": [{"name": "triplet", "loss": {"class": "TripletMarginLoss",
-                                             "args": {"margin": 0.2}}}],
+TRAINING = {
+    "epochs": 3,
+    "batch_size": 40,
+    "m_per_class": 8,
+    "iterations_per_epoch": 4,
+    "log_freq": 1,
+    "tensorboard": True,
 }
+METHODS = [{"name": "triplet", "loss": {"class": "TripletMarginLoss", "args": {"margin": 0.2}}}]
 
 
 def _scalars(run_dir: str) -> dict:
@@ -41,9 +35,7 @@ def _scalars(run_dir: str) -> dict:
 
 
 def test_stopped_and_resumed_cell_has_the_uninterrupted_tensorboard_scalars(tmp_path):
-    cfg = config.deep_merge(config.DEFAULTS, CONFIG)
-    config.validate_config(cfg)
-    protocol = data.build_protocols(cfg)["zs"]
+    cfg, protocol = digits_cell("tb-test", TRAINING, METHODS)
     method, cpu = cfg["methods"][0], torch.device("cpu")
     train.run_cell(cfg, str(tmp_path / "whole"), protocol, method, 0, cpu)
     whole = _scalars(str(tmp_path / "whole"))
