@@ -1,7 +1,10 @@
-"""The benchmark harness of pml-anticollapse (not shipped in the wheel): ``python -m benchmarks``.
+"""The benchmarks of pml-anticollapse (not shipped in the wheel): three small products.
 
-Modules, in the order data flows: ``config`` (YAML + CLI) -> ``registry`` (class names -> PML or
-plugin classes) -> ``data`` (digits protocols | real datasets) -> ``train`` (PML trainer, hooks,
-record-keeper, resumable cells) -> ``evaluate`` (PML tester, AccuracyCalculator, diagnostics) ->
-``report`` (Markdown table, results.json, plots).
+- ``harness/``  ``python -m benchmarks``: the anti-collapse benchmark on PML's trainers and testers;
+- ``speed/``    ``python -m benchmarks.speed``: the coding rate against the naive formula;
+- ``examples/`` runnable examples (multi-process training with PML's distributed wrapper);
+- ``_shared``   what they share: atomic files, run metadata, argparse types.
+
+Results of every product go under one root, ``benchmarks/results/``: runs write to
+``benchmarks/results/runs/`` (not tracked); the published runs sit beside it.
 """

@@ -1,11 +1,8 @@
-"""``python -m benchmarks`` — see ``benchmarks/cli.py`` and ``python -m benchmarks --help``."""
+"""``python -m benchmarks``: the anti-collapse benchmark harness (``benchmarks/harness/``)."""
 
 import sys
 
-from .cli import main
+from .harness.cli import run
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (ValueError, FileNotFoundError) as e:  # a bad config, option or data root
-        sys.exit(f"python -m benchmarks: error: {e}")
+    sys.exit(run())

@@ -52,7 +52,7 @@ def sqlite_dump(path: str) -> dict:
 def digits_cell(name: str, training: dict, methods: list[dict]):
     """(config, protocol) for calling ``train.run_cell`` directly: the zero-shot digits protocol
     (train 0–4, test 5–9), seed 0, one thread, the given training settings and methods."""
-    from benchmarks import config, data
+    from benchmarks.harness import config, data
 
     cfg = config.deep_merge(
         config.DEFAULTS,

@@ -14,7 +14,7 @@ import pytest
 import torch
 from pytorch_metric_learning import trainers
 
-from benchmarks import config, train
+from benchmarks.harness import config, train
 from tests.benchmarks._util import digits_cell
 
 TRAINING = {"epochs": 2, "batch_size": 40, "m_per_class": 8, "iterations_per_epoch": 3, "amp": True}

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from benchmarks import cli, config, report
+from benchmarks.harness import cli, config, report
 from tests.benchmarks._util import run_cli
 
 TINY = (

@@ -1,4 +1,4 @@
-"""The residual digits models of the harness (``benchmarks/digits_models.py``)."""
+"""The residual digits models of the harness (``benchmarks/harness/digits_models.py``)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import digits_models, train
-from benchmarks.data import ProtocolData, TensorPairs
+from benchmarks.harness import digits_models, train
+from benchmarks.harness.data import ProtocolData, TensorPairs
 
 
 def _pixels(n: int = 16, d: int = 64, seed: int = 0) -> torch.Tensor:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import cli, config, data, registry, report, train
+from benchmarks.harness import cli, config, data, registry, report, train
 from tests.benchmarks._util import run_cli, sqlite_dump
 
 
@@ -363,7 +363,7 @@ class TestSamplerAndReport:
         assert agg["seeds"] == [0, 1, 2, 3]
 
     def test_atomic_write_leaves_no_temp(self, tmp_path):
-        from benchmarks import _io
+        from benchmarks import _shared as _io
 
         p = tmp_path / "a.json"
         _io.atomic_write_json(str(p), {"x": 1})

@@ -1,6 +1,6 @@
 """The real-dataset path of the harness (CUB / Cars196 / SOP presets) on tiny fake on-disk trees.
 
-Nothing downloads: each tree is written by ``benchmarks.fake_datasets.make_fake_tree`` and the
+Nothing downloads: each tree is written by ``tests.benchmarks.fake_datasets.make_fake_tree`` and the
 model is the "tiny" CNN backbone.
 """
 
@@ -10,10 +10,10 @@ import json
 
 import pytest
 
-from benchmarks import cli, config
+from benchmarks.harness import cli, config
 
-fake_datasets = pytest.importorskip("benchmarks.fake_datasets")
-pytest.importorskip("benchmarks.real_data")
+fake_datasets = pytest.importorskip("tests.benchmarks.fake_datasets")
+pytest.importorskip("benchmarks.harness.real_data")
 pytest.importorskip("PIL")
 
 NUM_CLASSES, PER_CLASS = 4, 4  # 2 training classes, 2 unseen test classes, 8 test images

@@ -1,7 +1,8 @@
 """Real-data path of the harness on fake on-disk CUB / Cars196 / SOP trees, and the backbones.
 
-Nothing here downloads: every dataset is a tiny tree written by ``benchmarks.fake_datasets`` and
-PML's ``download_and_remove`` is patched to fail if anything tries.
+Nothing here downloads: every dataset is a tiny tree written by
+``tests.benchmarks.fake_datasets`` and PML's ``download_and_remove`` is patched to fail if
+anything tries.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from PIL import Image
 from pytorch_metric_learning import datasets as pml_datasets
 from pytorch_metric_learning import samplers
 
-from benchmarks import real_data
-from benchmarks.fake_datasets import make_fake_tree
-from benchmarks.models import AvgMaxPool, BNInceptionLike, build_backbone
-from benchmarks.real_data import IMAGENET_MEAN, IMAGENET_STD, build_real_dataset
+from benchmarks.harness import real_data
+from benchmarks.harness.models import AvgMaxPool, BNInceptionLike, build_backbone
+from benchmarks.harness.real_data import IMAGENET_MEAN, IMAGENET_STD, build_real_dataset
+from tests.benchmarks.fake_datasets import make_fake_tree
 
 NAMES = ("cub", "cars196", "sop")
 PML_CLASSES = {"cub": "CUB", "cars196": "Cars196", "sop": "StanfordOnlineProducts"}

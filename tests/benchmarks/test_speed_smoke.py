@@ -1,4 +1,4 @@
-"""benchmarks/speed.py: the --smoke run CI does, and the pieces its figures rest on."""
+"""benchmarks/speed/bench.py: the --smoke run CI does, and the pieces its figures rest on."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from benchmarks import speed
+from benchmarks.speed import bench as speed
 from tests.reference import ref_coding_rate, ref_coding_rate_grad
 
 
@@ -78,7 +78,7 @@ class TestSmokeRun:
             assert "skipped" in resnet
 
     def test_the_plumbing_arm_adds_nothing_to_the_loss(self):
-        from benchmarks.models import DigitsMLP
+        from benchmarks.harness.models import DigitsMLP
 
         x = torch.randn(32, 64, generator=torch.Generator().manual_seed(1))
         labels = torch.arange(32) % 4

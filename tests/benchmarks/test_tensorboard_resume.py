@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 
-from benchmarks import train
+from benchmarks.harness import train
 from tests.benchmarks._util import digits_cell
 
 pytest.importorskip("tensorboard")

@@ -1,4 +1,4 @@
-"""benchmarks/ddp_example.py --smoke under torchrun with 2 gloo processes on CPU."""
+"""benchmarks/examples/ddp_example.py --smoke under torchrun with 2 gloo processes on CPU."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ class TestDDPExample:
         if not dist.is_available() or not dist.is_gloo_available():
             pytest.skip("torch.distributed with gloo is not available")
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc_per_node", "2", "benchmarks/ddp_example.py", "--mode", "ddp", "--smoke"]
+               "--nproc_per_node", "2", "benchmarks/examples/ddp_example.py",
+               "--mode", "ddp", "--smoke"]
         env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
         try:
             out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,

@@ -1,5 +1,6 @@
-"""benchmarks/ddp_example.py's command line in one process: what it refuses, and that --smoke
-fails when it checked nothing or when the check fails (the 2-process run is test_ddp_example)."""
+"""benchmarks/examples/ddp_example.py's command line in one process: what it refuses, and that
+--smoke fails when it checked nothing or when the check fails (the 2-process run is
+test_ddp_example)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from benchmarks import ddp_example
+from benchmarks.examples import ddp_example
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 60
@@ -53,7 +54,8 @@ class TestParser:
 
 class TestSmokeFailsLoudly:
     def test_batch_larger_than_the_data_is_refused_before_training(self):
-        cmd = [sys.executable, "benchmarks/ddp_example.py", "--smoke", "--batch-size", "5000"]
+        cmd = [sys.executable, "benchmarks/examples/ddp_example.py", "--smoke",
+               "--batch-size", "5000"]
         env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
         for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
             env.pop(name, None)

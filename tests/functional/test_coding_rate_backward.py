@@ -20,7 +20,7 @@ from pml_anticollapse.functional import (
 )
 from tests.reference import ref_coding_rate, ref_coding_rate_grad
 
-#: the grid of benchmarks/speed.py (m samples × d dimensions)
+#: the grid of benchmarks/speed/bench.py (m samples × d dimensions)
 GRID = [(90, 512), (128, 512), (512, 512), (180, 2048), (1024, 64), (4096, 128), (8192, 512)]
 RTOL = 1e-5  # float32 against float64, value and gradient (norm-wise)
 

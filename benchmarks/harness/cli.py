@@ -12,8 +12,9 @@ import time
 
 import torch
 
-from . import _io, registry, report, train
+from .. import _shared as _io
 from . import config as config_mod
+from . import registry, report, train
 
 EPILOG = """\
 examples:
@@ -36,7 +37,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument(
         "--config",
-        help="YAML config (default: benchmarks/configs/default.yaml, "
+        help="YAML config (default: benchmarks/harness/configs/default.yaml, "
         "or configs/<dataset>.yaml with --dataset)",
     )
     p.add_argument(
@@ -49,7 +50,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--protocols", nargs="+", help="run only these protocols (digits)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.add_argument("--output", help="run folder (default: benchmark-results/<config name>[-smoke])")
+    p.add_argument(
+        "--output", help="run folder (default: benchmarks/results/runs/<config name>[-smoke])"
+    )
     p.add_argument(
         "--smoke",
         action="store_true",
@@ -176,6 +179,9 @@ def _prepare_run_dir(run_dir: str, cfg: dict, fresh: bool) -> None:
         _io.atomic_write_json(ident_path, ident)
 
 
+#: Where runs go unless ``--output`` says otherwise (the one results root of the benchmarks).
+RESULTS_ROOT = os.path.join("benchmarks", "results", "runs")
+
 #: Files that mark a folder as a benchmark run (``--fresh`` deletes only such folders).
 RUN_MARKERS = ("config_identity.json", "run.json")
 
@@ -257,7 +263,7 @@ def main(argv=None) -> int:
             "no method can run: " + "; ".join(f"{k}: {v}" for k, v in skipped.items())
         )
 
-    run_dir = args.output or os.path.join("benchmark-results", cfg["name"])
+    run_dir = args.output or os.path.join(RESULTS_ROOT, cfg["name"])
     _prepare_run_dir(run_dir, cfg, fresh=args.fresh)
 
     if cfg.get("threads"):
@@ -326,3 +332,12 @@ def main(argv=None) -> int:
         "(table.md, results.json, spectrum_*.png, metrics_*.png, records/)"
     )
     return 0
+
+
+def run(argv=None) -> int:
+    """``main`` as the command line runs it: a bad config, option or data root ends with one
+    ``error:`` line instead of a traceback."""
+    try:
+        return main(argv)
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"python -m benchmarks: error: {e}")

@@ -12,8 +12,8 @@ import sys
 
 import numpy as np
 
-from . import _io
-from ._meta import cpu_model, git_commit  # noqa: F401  (git_commit: re-exported for the CLI)
+from .. import _shared as _io
+from .._shared import cpu_model, git_commit  # noqa: F401  (git_commit: re-exported for the CLI)
 from .evaluate import METRIC_LABELS
 
 TABLE_METRICS = (

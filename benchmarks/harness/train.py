@@ -26,7 +26,8 @@ from pytorch_metric_learning import samplers, trainers
 from pytorch_metric_learning.utils import common_functions as c_f
 from pytorch_metric_learning.utils import logging_presets
 
-from . import _io, evaluate, registry
+from .. import _shared as _io
+from . import evaluate, registry
 from .data import ProtocolData
 
 # tests only: seconds to sleep between an epoch's end and its checkpoint (a window to SIGKILL)

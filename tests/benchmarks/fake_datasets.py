@@ -1,7 +1,8 @@
 """Tiny on-disk CUB / Cars196 / SOP trees that PML's dataset classes load with download=False.
 
-Each tree has the real archive's layout and metadata files (see ``benchmarks.real_data.LAYOUTS``)
-and a few small random images, so the real-data path of the harness runs without the real data:
+Each tree has the real archive's layout and metadata files (see
+``benchmarks.harness.real_data.LAYOUTS``) and a few small random images, so the real-data path
+of the harness runs without the real data:
 
 - half of the classes (rounded up) take class ids of PML's train split, the rest ids of its
   test split (CUB 1.. / 101.., Cars196 1.. / 99.., SOP 1.. / then the following ids);

@@ -2,10 +2,10 @@
 
 Run from the repository root::
 
-    torchrun --nproc_per_node 2 benchmarks/ddp_example.py                       # wrapper mode
-    torchrun --nproc_per_node 2 benchmarks/ddp_example.py --mode wrapper-efficient
-    torchrun --nproc_per_node 2 benchmarks/ddp_example.py --mode ddp --smoke    # a few seconds
-    python benchmarks/ddp_example.py --smoke                                    # one process
+    torchrun --nproc_per_node 2 benchmarks/examples/ddp_example.py              # wrapper mode
+    torchrun --nproc_per_node 2 benchmarks/examples/ddp_example.py --mode wrapper-efficient
+    torchrun --nproc_per_node 2 benchmarks/examples/ddp_example.py --mode ddp --smoke  # seconds
+    python benchmarks/examples/ddp_example.py --smoke                           # one process
 
 Backend: nccl when every rank has its own CUDA device, gloo on CPU otherwise. Data: sklearn's
 digits (shipped inside scikit-learn, nothing is downloaded), classes 0–9, 80 % for training,
@@ -42,24 +42,19 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-try:
-    import pml_anticollapse  # noqa: F401
-except ImportError:  # run as a script from a checkout that is not installed
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# Run as a script (torchrun benchmarks/examples/ddp_example.py), so the repository root is put on
+# the path for `benchmarks._shared` (and for the package, in a checkout that is not installed).
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from pytorch_metric_learning.losses import MultiSimilarityLoss
 from pytorch_metric_learning.utils.distributed import DistributedLossWrapper
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
+from benchmarks._shared import non_negative_float, positive_float, positive_int  # noqa: E402
 from pml_anticollapse import AntiCollapseLoss
 from pml_anticollapse import functional as F
 from pml_anticollapse.distributed import all_gather_no_grad
-
-try:
-    from benchmarks._argtypes import non_negative_float, positive_float, positive_int
-except ImportError:  # run as a script (torchrun benchmarks/ddp_example.py): benchmarks/ is on path
-    from _argtypes import non_negative_float, positive_float, positive_int
 
 MODES = ("wrapper", "wrapper-efficient", "ddp")
 #: Agreement asked of the logged coding rate with the recomputed one under --smoke.

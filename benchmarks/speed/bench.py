@@ -64,8 +64,7 @@ from torch.utils.benchmark import Timer
 import pml_anticollapse
 from pml_anticollapse.functional import coding_rate
 
-from ._argtypes import non_negative_int, positive_float, positive_int
-from ._meta import cpu_model, git_commit
+from .._shared import cpu_model, git_commit, non_negative_int, positive_float, positive_int
 
 EPS_SQ = 0.5
 #: The grid of the issue (m samples × d dimensions).
@@ -391,13 +390,23 @@ def training_overhead(
     }
 
 
+def DigitsMLP(in_dim: int = 64, hidden: int = 256, embedding_size: int = 64) -> torch.nn.Module:
+    """The digits harness's network shape (64 → 256 → 256 → 64), rebuilt here so that the speed
+    benchmark imports nothing from the harness."""
+    return torch.nn.Sequential(
+        torch.nn.Linear(in_dim, hidden),
+        torch.nn.ReLU(),
+        torch.nn.Linear(hidden, hidden),
+        torch.nn.ReLU(),
+        torch.nn.Linear(hidden, embedding_size),
+    )
+
+
 def bench_training(
     device: str, smoke: bool, resnet_cpu_size: int = 0, clock: str = "wall", log=print
 ) -> list[dict]:
     """The digits MLP on ``device``; the ResNet-18-shaped network on CUDA at 224×224, or on the
     CPU at ``resnet_cpu_size``² when that is > 0 (a 224² step takes seconds on a laptop CPU)."""
-    from benchmarks.models import DigitsMLP
-
     out = []
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(128, 64, generator=gen).to(device)
@@ -642,7 +651,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="python -m benchmarks.speed", description=__doc__.split("\n")[0]
     )
     p.add_argument("--smoke", action="store_true", help="tiny grid, short timings (seconds)")
-    p.add_argument("--out", type=Path, default=Path("benchmark_results/speed"), help="folder")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/runs/speed"), help="folder")
     p.add_argument("--devices", default=None, help="cpu,cuda (default: cpu, + cuda if present)")
     p.add_argument("--grid", type=_parse_grid, default=None, help="e.g. 90x512,1024x64")
     p.add_argument(

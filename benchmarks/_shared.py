@@ -1,0 +1,151 @@
+"""What the three benchmark products share (and nothing else): atomic files, run metadata
+(git commit, CPU model) and argparse types.
+
+- atomic files: every result file of a run is written to a temporary file and renamed, so a
+  reader sees the old file or the new one, never half;
+- run metadata: the harness report and the speed benchmark name the commit and the CPU the same way;
+- argparse types: a bad value stops with exit code 2 and a message naming the option (argparse
+  puts its name before ours).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+# ---------------------------------------------------------------- atomic files
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never half."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def atomic_torch_save(path: str, obj: Any) -> None:
+    import torch  # only the harness saves checkpoints
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_json(path: str) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def snapshot_folder(folder: str) -> dict[str, bytes]:
+    """The files directly under ``folder`` as {name: bytes} (records are flat folders)."""
+    out = {}
+    if os.path.isdir(folder):
+        for name in sorted(os.listdir(folder)):
+            p = os.path.join(folder, name)
+            if os.path.isfile(p) and not name.startswith(".tmp-"):
+                with open(p, "rb") as f:
+                    out[name] = f.read()
+    return out
+
+
+def restore_folder(folder: str, files: dict[str, bytes]) -> None:
+    """Make ``folder`` hold exactly ``files`` (used to roll records back to a checkpoint)."""
+    if os.path.isdir(folder):
+        shutil.rmtree(folder)
+    os.makedirs(folder)
+    for name, data in files.items():
+        with open(os.path.join(folder, name), "wb") as f:
+            f.write(data)
+
+
+def atomic_replace_folder(src: str, dst: str) -> None:
+    """Move the finished folder ``src`` to ``dst``, replacing an older ``dst`` if one is there."""
+    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+    if os.path.exists(dst):
+        shutil.rmtree(dst)
+    os.replace(src, dst)
+
+
+# ---------------------------------------------------------------- run metadata
+
+def git_commit(short: bool = False) -> str | None:
+    """The repository's HEAD commit, with ``-dirty`` when tracked files differ; None outside git."""
+    here = os.path.dirname(os.path.abspath(__file__))
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["git", *args], cwd=here, capture_output=True, text=True, timeout=10, check=False
+        )
+
+    try:
+        out = git("rev-parse", *(["--short"] if short else []), "HEAD")
+        if out.returncode != 0:
+            return None
+        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, where ``platform.processor()`` is
+    empty), else whatever ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+# ---------------------------------------------------------------- argparse types
+
+def _number(cast: Callable[[str], float], strict: bool, what: str) -> Callable[[str], float]:
+    """A type that parses ``text`` with ``cast`` and accepts finite values > 0 (``strict``) or
+    ≥ 0."""
+
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or (value <= 0 if strict else value < 0):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    parse.__name__ = what  # argparse's fallback message names the type by it
+    return parse
+
+
+positive_int = _number(int, True, "a positive integer")
+non_negative_int = _number(int, False, "an integer >= 0")
+positive_float = _number(float, True, "a positive, finite number")
+non_negative_float = _number(float, False, "a finite number >= 0")
