@@ -1,0 +1,162 @@
+"""The tuning core (benchmarks/harness/tuning.py): search spaces, class folds, resumable search."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from benchmarks.harness import tuning
+
+CONFIG_KEYS = {"training.lr_trunk", "training.epochs", "model.embedding_size"}
+
+
+def _method(search, **extra):
+    m = {
+        "name": "triplet+coding_rate",
+        "loss": {"class": "TripletMarginLoss", "args": {"margin": 0.2, "embedding_reg_weight": 0.1}},
+    }
+    m.update(extra)
+    m["search"] = search
+    return m
+
+
+class TestSearchSpace:
+    def test_parses_every_distribution(self):
+        space = tuning.parse_space(
+            _method(
+                {
+                    "training.lr_trunk": {"loguniform": [1e-4, 3e-3]},
+                    "loss.args.margin": {"uniform": [0.05, 0.5]},
+                    "training.epochs": {"int": [2, 8]},
+                    "loss.args.embedding_reg_weight": {"categorical": [0.01, 0.1, 1.0]},
+                }
+            ),
+            CONFIG_KEYS.__contains__,
+        )
+        assert [p.kind for p in space] == ["loguniform", "uniform", "int", "categorical"]
+        assert space[0].low == 1e-4 and space[0].high == 3e-3
+        assert space[3].choices == (0.01, 0.1, 1.0)
+
+    @pytest.mark.parametrize(
+        "search, message",
+        [
+            ({"training.lr_trunc": {"loguniform": [1e-4, 1e-3]}}, "unknown key 'training.lr_trunc'"),
+            ({"loss.args.margn": {"uniform": [0.1, 0.2]}}, "unknown key: the method has no"),
+            ({"training.lr_trunk": {"loguniform": [1e-2, 1e-3]}}, "lower 0.01 > upper 0.001"),
+            ({"training.lr_trunk": {"lognormal": [1e-4, 1e-3]}}, "unknown distribution 'lognormal'"),
+            ({"training.lr_trunk": {"loguniform": [0.0, 1e-3]}}, "loguniform needs lower > 0"),
+            ({"training.lr_trunk": {"uniform": [0.1]}}, "uniform needs [lower, upper] numbers"),
+            ({"training.epochs": {"int": [1.5, 3]}}, "int needs integer bounds"),
+            ({"training.lr_trunk": {"categorical": []}}, "categorical needs a non-empty list"),
+            ({"training.lr_trunk": 0.001}, "must be one distribution"),
+            (["training.lr_trunk"], "must be a mapping"),
+        ],
+    )
+    def test_bad_space_is_a_clear_error(self, search, message):
+        with pytest.raises(tuning.SearchSpaceError, match="method 'triplet\\+coding_rate'") as e:
+            tuning.parse_space(_method(search), CONFIG_KEYS.__contains__)
+        assert message in str(e.value)
+
+    def test_apply_params_changes_copies_only(self):
+        cfg = {"training": {"lr_trunk": 1e-3}}
+        method = _method({})
+        new_cfg, new_method = tuning.apply_params(
+            cfg, method, {"training.lr_trunk": 5e-4, "loss.args.margin": 0.3}
+        )
+        assert new_cfg["training"]["lr_trunk"] == 5e-4
+        assert new_method["loss"]["args"]["margin"] == 0.3
+        assert cfg["training"]["lr_trunk"] == 1e-3 and method["loss"]["args"]["margin"] == 0.2
+
+
+class TestClassFolds:
+    def test_folds_are_class_disjoint_and_inside_the_training_classes(self):
+        train_labels = [c for c in (3, 5, 7, 11, 13, 17, 19, 23, 29) for _ in range(4)]
+        folds = tuning.class_folds(train_labels, 4, seed=0)
+        assert len(folds) == 4
+        seen = []
+        for fit, val in folds:
+            assert not set(fit) & set(val)
+            assert set(fit) | set(val) == set(train_labels)
+            assert len(val) >= 2
+            seen += val
+        assert sorted(seen) == sorted(set(train_labels))  # each class validated exactly once
+
+    def test_seeded(self):
+        labels = list(range(12))
+        assert tuning.class_folds(labels, 3, 1) == tuning.class_folds(labels, 3, 1)
+        assert tuning.class_folds(labels, 3, 1) != tuning.class_folds(labels, 3, 2)
+
+    @pytest.mark.parametrize("k, message", [(1, ">= 2"), (True, ">= 2"), (4, "at least 8")])
+    def test_bad_fold_count(self, k, message):
+        with pytest.raises(ValueError, match=message):
+            tuning.class_folds(list(range(6)), k, 0)
+
+
+def _objective(calls):
+    def f(number, params):
+        calls.append((number, params))
+        x = math.log10(params["training.lr_trunk"])
+        return -((x + 3.0) ** 2) - (params["loss.args.margin"] - 0.3) ** 2
+
+    return f
+
+
+SPACE = [
+    tuning.Param("training.lr_trunk", "loguniform", 1e-5, 1e-1),
+    tuning.Param("loss.args.margin", "uniform", 0.0, 1.0),
+]
+
+
+class TestResumableSearch:
+    def _trials(self, study):
+        return [(t.number, t.params, t.value) for t in study.get_trials()]
+
+    def test_killed_search_resumes_with_the_same_trials(self, tmp_path):
+        ref_calls = []
+        ref = tuning.run_search(
+            tuning.study_storage(str(tmp_path / "ref.sqlite3")), "m", SPACE, 14, 0,
+            _objective(ref_calls),
+        )
+        # the same search, killed inside trial 11 (after TPE's 10 random start-up trials)
+        storage = tuning.study_storage(str(tmp_path / "killed.sqlite3"))
+        calls = []
+        inner = _objective(calls)
+
+        def dies_at_11(number, params):
+            if number == 11:
+                raise KeyboardInterrupt
+            return inner(number, params)
+
+        with pytest.raises(KeyboardInterrupt):
+            tuning.run_search(storage, "m", SPACE, 14, 0, dies_at_11)
+        resumed = tuning.run_search(
+            tuning.study_storage(str(tmp_path / "killed.sqlite3")), "m", SPACE, 14, 0, inner
+        )
+        assert self._trials(resumed) == self._trials(ref)
+        assert [n for n, _ in calls] == list(range(14))  # no trial lost, none repeated
+        assert len({tuple(p.items()) for _, p, _ in self._trials(ref)}) == 14
+
+    def test_other_seed_other_trials(self, tmp_path):
+        a = tuning.run_search(
+            tuning.study_storage(str(tmp_path / "a.sqlite3")), "m", SPACE, 3, 0, _objective([])
+        )
+        b = tuning.run_search(
+            tuning.study_storage(str(tmp_path / "b.sqlite3")), "m", SPACE, 3, 1, _objective([])
+        )
+        assert [t.params for t in a.get_trials()] != [t.params for t in b.get_trials()]
+
+    def test_tpe_beats_its_start_up_phase(self, tmp_path):
+        """After the random start-up trials TPE concentrates near the optimum (lr 1e-3, margin
+        0.3): the best of 30 trials is closer than the best of the first 10."""
+        study = tuning.run_search(
+            tuning.study_storage(str(tmp_path / "s.sqlite3")), "m", SPACE, 30, 0, _objective([])
+        )
+        values = [t.value for t in study.get_trials()]
+        assert max(values) > max(values[:10])
+
+
+def test_best_so_far_is_a_running_maximum():
+    assert tuning.best_so_far([0.1, float("nan"), 0.05, 0.3, 0.2]) == [0.1, 0.1, 0.1, 0.3, 0.3]
+    out = tuning.best_so_far([float("nan"), 0.2])
+    assert math.isnan(out[0]) and out[1] == 0.2
