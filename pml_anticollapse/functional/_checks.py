@@ -7,11 +7,17 @@ with a message that names the argument, what was expected and what arrived.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable
 
 import torch
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+#: ε² must lie in this range: the scale d/(m·ε²) of the Gram matrix then stays finite and
+#: non-zero in float32 (range 1.2e-38 … 3.4e38) for any batch with d/m between 1e-8 and 1e8,
+#: instead of overflowing to inf (a rate of inf) or underflowing to 0 (a rate of 0).
+EPS_SQ_MIN, EPS_SQ_MAX = 1e-30, 1e30
 
 
 def check_embeddings(z: object, name: str = "embeddings", allow_empty: bool = False) -> None:
@@ -31,8 +37,21 @@ def check_embeddings(z: object, name: str = "embeddings", allow_empty: bool = Fa
 
 def check_finite(z: torch.Tensor, name: str = "embeddings") -> None:
     """Raise if ``z`` holds NaN or inf (one host sync on CUDA)."""
-    if not bool(torch.isfinite(z).all()):
-        raise ValueError(f"{name} must be finite, got NaN or inf values")
+    finite = torch.isfinite(z)
+    if not bool(finite.all()):
+        where = ""
+        if finite.dim() == 2:
+            where = f" (first in row {int((~finite.all(1)).nonzero()[0, 0])})"
+        raise ValueError(f"{name} must be finite, got NaN or inf values{where}")
+
+
+def check_finite_if(check: bool | None, *tensors: tuple[torch.Tensor | None, str]) -> None:
+    """``check_finite`` on each ``(tensor, name)`` pair (None skipped) when
+    ``resolve_check(check, first tensor)`` says so: by default on CPU, on CUDA only when asked."""
+    present = [(t, n) for t, n in tensors if t is not None]
+    if present and resolve_check(check, present[0][0]):
+        for t, n in present:
+            check_finite(t, n)
 
 
 def check_labels(labels: object, batch_size: int, name: str = "labels") -> None:
@@ -50,22 +69,68 @@ def check_labels(labels: object, batch_size: int, name: str = "labels") -> None:
         )
 
 
+def _is_bool(value: object) -> bool:
+    return isinstance(value, bool) or type(value).__name__ == "bool_"  # numpy's bool too
+
+
+def _finite(value: numbers.Real) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an int beyond float's range
+        return False
+
+
+def check_number(value: object, name: str, what: str = "a finite number") -> float:
+    """Check that ``value`` is a finite real number (not a bool, str or tensor); return a float.
+
+    numpy scalars are accepted; a bool is refused (``True`` is not a margin), as is NaN/inf.
+    """
+    if _is_bool(value) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__} {value!r}")
+    if not _finite(value):
+        raise ValueError(f"{name} must be {what}, got {value}")
+    return float(value)
+
+
 def check_positive(value: object, name: str) -> float:
     """Check that ``value`` is a finite real number > 0 and return it as a float."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if _is_bool(value) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a positive number, got {type(value).__name__}")
-    if not math.isfinite(value) or value <= 0:
+    if not _finite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value}")
     return float(value)
 
 
 def check_nonnegative(value: object, name: str) -> float:
     """Check that ``value`` is a finite real number >= 0 and return it as a float."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if _is_bool(value) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a non-negative number, got {type(value).__name__}")
-    if not math.isfinite(value) or value < 0:
+    if not _finite(value) or value < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value}")
     return float(value)
+
+
+def check_int(value: object, name: str, minimum: int | None = None) -> int:
+    """Check that ``value`` is an int (not a bool or float) >= ``minimum``; return it."""
+    if _is_bool(value) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
+    return value
+
+
+def check_flag(value: object, name: str) -> bool:
+    """Check that ``value`` is a bool (``"False"`` or ``0`` would silently mean something else)."""
+    if not _is_bool(value):
+        raise TypeError(f"{name} must be a bool (True or False), got {type(value).__name__} "
+                        f"{value!r}")
+    return bool(value)
+
+
+def check_optional_flag(value: object, name: str) -> bool | None:
+    """``check_flag`` that also lets ``None`` through (the classes' ``check=None`` default)."""
+    return None if value is None else check_flag(value, name)
 
 
 def check_choice(value: object, name: str, choices: Iterable[str]) -> str:
@@ -81,15 +146,34 @@ def resolve_eps_sq(eps: float | None, eps_sq: float | None, default_eps_sq: floa
 
     ``eps`` is the paper's ε (distortion); ``eps_sq`` is ε², which is what the MCR² reference
     code and the official ACL code call ``eps``. At most one may be given.
+
+    ε² must lie in [``EPS_SQ_MIN``, ``EPS_SQ_MAX``] = [1e-30, 1e30] (ε in [1e-15, 1e15]), the
+    range in which the Gram scale d/(m·ε²) neither overflows nor underflows in float32; an ε
+    whose square leaves it (``eps=1e-200`` squares to 0.0) is refused here, in the constructor of
+    every class that takes ε, under the name the caller used.
     """
     if eps is not None and eps_sq is not None:
         raise ValueError(
             f"give either eps (ε) or eps_sq (ε²), not both; got eps={eps}, eps_sq={eps_sq}"
         )
     if eps is not None:
-        return check_positive(eps, "eps") ** 2
+        eps = check_positive(eps, "eps")
+        sq = eps * eps
+        if not EPS_SQ_MIN <= sq <= EPS_SQ_MAX:
+            raise ValueError(
+                f"eps must lie in [{math.sqrt(EPS_SQ_MIN):g}, {math.sqrt(EPS_SQ_MAX):g}] so that "
+                f"eps**2 and the scale d/(m·eps**2) stay finite and non-zero in float32; got "
+                f"eps={eps:g} (eps**2 = {sq:g})"
+            )
+        return sq
     if eps_sq is not None:
-        return check_positive(eps_sq, "eps_sq")
+        eps_sq = check_positive(eps_sq, "eps_sq")
+        if not EPS_SQ_MIN <= eps_sq <= EPS_SQ_MAX:
+            raise ValueError(
+                f"eps_sq must lie in [{EPS_SQ_MIN:g}, {EPS_SQ_MAX:g}] so that the scale "
+                f"d/(m·eps_sq) stays finite and non-zero in float32; got eps_sq={eps_sq:g}"
+            )
+        return eps_sq
     return default_eps_sq
 
 
@@ -100,4 +184,81 @@ def resolve_check(check: bool | None, tensor: torch.Tensor) -> bool:
     nothing, on CUDA it is a sync per step, so there the classes skip it unless asked
     (``check=True``) and a NaN propagates into the loss instead.
     """
-    return tensor.device.type == "cpu" if check is None else bool(check)
+    check = check_optional_flag(check, "check")
+    return tensor.device.type == "cpu" if check is None else check
+
+
+def check_ref(
+    ref_emb: object,
+    ref_labels: object,
+    embeddings: torch.Tensor,
+    *,
+    same_dtype: bool = False,
+    allow_empty: bool = False,
+) -> None:
+    """Check a reference set against the batch: given together, (n_ref, dim) with the batch's
+    dim, integer labels of shape (n_ref,), on the embeddings' device (and of their dtype when
+    ``same_dtype``, for code that hands both to one PML distance)."""
+    if (ref_emb is None) != (ref_labels is None):
+        raise ValueError(
+            "ref_emb and ref_labels must be given together, got "
+            f"ref_emb={'None' if ref_emb is None else 'a tensor'}, "
+            f"ref_labels={'None' if ref_labels is None else 'a tensor'}"
+        )
+    if ref_emb is None:
+        return
+    check_embeddings(ref_emb, "ref_emb", allow_empty=allow_empty)
+    check_labels(ref_labels, ref_emb.shape[0], name="ref_labels")
+    if ref_emb.shape[1] != embeddings.shape[1]:
+        raise ValueError(
+            f"ref_emb must have dim {embeddings.shape[1]} like the embeddings, "
+            f"got {ref_emb.shape[1]}"
+        )
+    if ref_emb.device != embeddings.device:
+        raise ValueError(
+            f"ref_emb must be on the embeddings' device ({embeddings.device}), "
+            f"got {ref_emb.device}"
+        )
+    if same_dtype and ref_emb.dtype != embeddings.dtype:
+        raise TypeError(
+            f"ref_emb must have the embeddings' dtype ({embeddings.dtype}), got {ref_emb.dtype}"
+        )
+
+
+def check_no_indices_tuple(indices_tuple: object, owner: str) -> None:
+    """Refuse an ``indices_tuple`` with a message naming the class and why (PML's own check
+    says only "not supported"); ``CrossBatchMemory`` always passes one."""
+    if indices_tuple is not None:
+        raise ValueError(
+            f"indices_tuple is not supported by {owner}, which uses every pair of the batch "
+            f"itself (so it does not go after a miner or inside CrossBatchMemory): pass "
+            f"indices_tuple=None, got {type(indices_tuple).__name__}"
+        )
+
+
+# Safe scaling: the numerics guard that goes with the checks. Squaring a row of 1e30 overflows
+# float32 (norm inf, F.normalize then returns 0) and a row of 1e-30 falls below F.normalize's
+# 1e-12 clamp (it stays ~1e-30 instead of unit length): both then look like a collapsed batch.
+# Dividing by a per-row (or global) power of two first keeps every square in range and is exact.
+
+
+def _pow2_scale(amax: torch.Tensor) -> torch.Tensor:
+    """2^floor(log2(amax)) where amax > 0 and finite, else 1 (detached; ≤ amax, so finite)."""
+    amax = amax.detach()
+    ok = (amax > 0) & torch.isfinite(amax)
+    safe = torch.where(ok, amax, torch.ones_like(amax))
+    return torch.where(ok, torch.exp2(torch.floor(torch.log2(safe))), torch.ones_like(amax))
+
+
+def rescale_rows(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with each row divided by a power of two near its largest |entry|.
+
+    Leaves the direction of every row unchanged (so ``F.normalize`` of the result equals the
+    exact normalisation of ``x``) and zero rows zero; gradients flow through.
+    """
+    return x / _pow2_scale(x.abs().amax(dim=-1, keepdim=True))
+
+
+def global_scale(*tensors: torch.Tensor) -> torch.Tensor:
+    """One power of two near the largest |entry| of all ``tensors`` (detached scalar tensor)."""
+    return _pow2_scale(torch.stack([t.detach().abs().amax() for t in tensors]).amax())

@@ -1,7 +1,9 @@
 """Collapse diagnostics: how much of the embedding space a set of embeddings actually uses.
 
 These are measurements, not training objectives; they run without gradient bookkeeping in mind
-but stay differentiable where ``torch.linalg.svdvals`` is.
+but stay differentiable where ``torch.linalg.svdvals`` is. Each checks its input is finite
+(``ValueError``, instead of the SVD's ``_LinAlgError`` or a NaN) and rescales rows by powers of
+two before any square is taken, so rows of 1e30 or 1e-30 are measured like rows of 1.
 """
 
 from __future__ import annotations
@@ -11,7 +13,14 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_embeddings, check_labels
+from ._checks import (
+    check_embeddings,
+    check_finite,
+    check_flag,
+    check_labels,
+    global_scale,
+    rescale_rows,
+)
 from .coding_rate import working_dtype
 
 __all__ = [
@@ -32,16 +41,30 @@ def singular_value_spectrum(z: torch.Tensor, normalize: bool = True) -> torch.Te
     Returns:
         (min(m, d),) tensor, float64 for float64 input, float32 otherwise.
 
+    Raises:
+        TypeError: ``z`` not a floating-point tensor; ``normalize`` not a bool.
+        ValueError: ``z`` not 2-D, empty or not finite; with ``normalize=False``, singular
+            values beyond the working dtype's range.
+
     Example:
         >>> singular_value_spectrum(2 * torch.eye(3)).tolist()
         [1.0, 1.0, 1.0]
     """
     check_embeddings(z, "z")
+    normalize = check_flag(normalize, "normalize")
+    check_finite(z, "z")
     with torch.autocast(device_type=z.device.type, enabled=False):
         x = z.to(working_dtype(z.dtype))
         if normalize:
-            x = F.normalize(x, dim=1)
-        return torch.linalg.svdvals(x)
+            return torch.linalg.svdvals(F.normalize(rescale_rows(x), dim=1))
+        scale = global_scale(x)  # σ(x) = s·σ(x/s): no square out of range inside the SVD
+        s = torch.linalg.svdvals(x / scale) * scale
+        if not bool(torch.isfinite(s).all()):
+            raise ValueError(
+                f"z's singular values must be finite in {x.dtype}, got an overflow (largest "
+                f"|entry| {float(x.abs().max()):g}); pass float64 or normalize=True"
+            )
+        return s
 
 
 def _spectrum_distribution(z: torch.Tensor, normalize: bool) -> torch.Tensor:
@@ -104,6 +127,7 @@ def intra_inter_distance_ratio(
     A ratio near 0 means every class has shrunk to a point (class collapse).
 
     Returns NaN when no class has two members or fewer than two classes are present.
+    Raises ``ValueError`` for NaN/inf in ``z`` (which would otherwise give NaN too).
 
     Reference: Roth et al., arXiv 2002.08473 (2020), Sec. 5 ("embedding space density").
 
@@ -114,10 +138,12 @@ def intra_inter_distance_ratio(
     """
     check_embeddings(z, "z")
     check_labels(labels, z.shape[0])
+    normalize = check_flag(normalize, "normalize")
+    check_finite(z, "z")
     with torch.autocast(device_type=z.device.type, enabled=False):
         x = z.to(working_dtype(z.dtype))
-        if normalize:
-            x = F.normalize(x, dim=1)
+        # the ratio is scale-free: rescaling (rows, or the whole batch) keeps squares in range
+        x = F.normalize(rescale_rows(x), dim=1) if normalize else x / global_scale(x)
         _, inv = torch.unique(labels.to(z.device), return_inverse=True)
         onehot = F.one_hot(inv).to(x.dtype)  # (m, C)
         counts = onehot.sum(0)

@@ -6,7 +6,17 @@ import math
 
 import torch
 
-from ._checks import check_embeddings, check_labels, check_nonnegative, check_positive
+from ._checks import (
+    check_embeddings,
+    check_finite,
+    check_flag,
+    check_labels,
+    check_nonnegative,
+    check_positive,
+    check_ref,
+    global_scale,
+    rescale_rows,
+)
 
 __all__ = ["ranked_list_loss"]
 
@@ -40,10 +50,12 @@ def _masked_weighted_mean(
     (exp(T·v − max) ≤ 1); the denominator is ≥ 1 on a non-empty row, so clamping it at 1 only
     touches empty rows, where the numerator is exactly 0.
     """
-    logits = (temperature * values).masked_fill(~mask, -math.inf)
-    top = logits.amax(dim=1, keepdim=True)
+    # T·(v − max v) rather than T·v − max(T·v): the same number, but it stays ≤ 0 and never
+    # inf − inf for a huge temperature (T·v may overflow, T·(v − max) at worst underflows)
+    top = values.masked_fill(~mask, -math.inf).amax(dim=1, keepdim=True)
     top = torch.where(torch.isfinite(top), top, torch.zeros_like(top)).detach()
-    w = torch.where(mask, torch.exp(torch.where(mask, logits - top, 0.0)), 0.0)
+    shifted = torch.where(mask, (values - top) * temperature, 0.0)
+    w = torch.where(mask, torch.exp(shifted), 0.0)
     w = w / w.sum(1, keepdim=True).clamp_min(1.0)
     if detach_weights:
         w = w.detach()
@@ -64,6 +76,7 @@ def ranked_list_loss(
     normalize: bool = True,
     detach_weights: bool = True,
     query_grad_only: bool = False,
+    check: bool = True,
 ) -> torch.Tensor:
     """Per-query Ranked List Loss L(i) = L_P(i) + λ·L_N(i) (minimised), shape (batch_size,).
 
@@ -93,6 +106,8 @@ def ranked_list_loss(
             gradient); the value does not change.
         query_grad_only: let the gradient flow only through the query side of each distance
             (the official code updates only the query); the value does not change.
+        check: raise ``ValueError`` on NaN/inf in ``embeddings`` or ``ref_emb`` (one host sync
+            on CUDA). Without it a NaN row drops out of the masks and the loss looks finite.
 
     Returns:
         (batch_size,) tensor, dtype float64 for float64 input and float32 otherwise. Distances
@@ -100,12 +115,18 @@ def ranked_list_loss(
         input with T_n = 10 and above stays finite.
 
     Raises:
-        ValueError: bad shapes, labels or hyper-parameters (the message names the argument).
+        TypeError: a non-tensor, non-float embeddings, non-integer labels, a flag that is not a
+            bool, a hyper-parameter that is not a number.
+        ValueError: bad shapes, labels or hyper-parameters, NaN/inf input, ``ref_emb`` on
+            another device (the message names the argument).
 
     Convention: λ weights L_N against an unweighted L_P (the paper's L_P + λ·L_N).
     PML's ``RankedListLoss(imbalance=λ')`` computes (1 − λ')·L_P + λ'·L_N, i.e.
     (1 − λ')·(L_P + λ·L_N) with λ = λ'/(1 − λ'): ``imbalance=0.5`` is λ = 1 at half the scale.
     Distances below 1e-6·√(‖x_i‖² + ‖x_j‖²) are read as exactly 0 (float64 rounding noise).
+    Rows are divided by a power of two near their largest entry before they are normalised (and
+    all rows by one such number when ``normalize=False``, the distances multiplied back), so
+    rows of 1e-30 or 1e30 give the same loss as rows of 1.
 
     Reference: Wang, Hua, Kodirov, Robertson, "Ranked List Loss for Deep Metric Learning",
     CVPR 2019, arXiv 1903.03238; T_p from the TPAMI 2021 extension. Departs from PML 2.9's
@@ -119,17 +140,21 @@ def ranked_list_loss(
     return _ranked_list_loss_parts(
         embeddings, labels, ref_emb, ref_labels, margin=margin, alpha=alpha, Tn=Tn, Tp=Tp,
         lam=lam, normalize=normalize, detach_weights=detach_weights,
-        query_grad_only=query_grad_only,
+        query_grad_only=query_grad_only, check=check,
     )[0]
 
 
 def _ranked_list_loss_parts(
     embeddings, labels, ref_emb, ref_labels, *, margin, alpha, Tn, Tp, lam, normalize,
-    detach_weights, query_grad_only,
+    detach_weights, query_grad_only, check,
 ):
     """:func:`ranked_list_loss` plus the masks of P* and N* (for the class's statistics)."""
     check_embeddings(embeddings)
     check_labels(labels, embeddings.shape[0])
+    normalize = check_flag(normalize, "normalize")
+    detach_weights = check_flag(detach_weights, "detach_weights")
+    query_grad_only = check_flag(query_grad_only, "query_grad_only")
+    check = check_flag(check, "check")
     margin = check_positive(margin, "margin")
     alpha = 1.0 + margin / 2.0 if alpha is None else check_positive(alpha, "alpha")
     if alpha <= margin:
@@ -137,27 +162,27 @@ def _ranked_list_loss_parts(
     Tn = check_nonnegative(Tn, "Tn")
     Tp = check_nonnegative(Tp, "Tp")
     lam = check_nonnegative(lam, "lam")
+    check_ref(ref_emb, ref_labels, embeddings)
     self_ref = ref_emb is None
+    if check:
+        check_finite(embeddings)
+        if not self_ref:
+            check_finite(ref_emb, "ref_emb")
     if self_ref:
-        if ref_labels is not None:
-            raise ValueError("ref_labels were given without ref_emb")
         ref_emb, ref_labels = embeddings, labels
-    else:
-        check_embeddings(ref_emb, "ref_emb")
-        check_labels(ref_labels, ref_emb.shape[0], name="ref_labels")
-        if ref_emb.shape[1] != embeddings.shape[1]:
-            raise ValueError(
-                f"ref_emb must have dim {embeddings.shape[1]} like the embeddings, "
-                f"got {ref_emb.shape[1]}"
-            )
     out_dtype = torch.float64 if embeddings.dtype == torch.float64 else torch.float32
     with torch.autocast(embeddings.device.type, enabled=False):
         x = embeddings.to(torch.float64)
-        y = x if self_ref else ref_emb.to(device=x.device, dtype=torch.float64)
+        y = x if self_ref else ref_emb.to(dtype=torch.float64)
         if normalize:
-            x = torch.nn.functional.normalize(x, dim=1)
-            y = x if self_ref else torch.nn.functional.normalize(y, dim=1)
-        d = _safe_distances(x, y.detach() if query_grad_only else y)
+            x = torch.nn.functional.normalize(rescale_rows(x), dim=1)
+            y = x if self_ref else torch.nn.functional.normalize(rescale_rows(y), dim=1)
+            d = _safe_distances(x, y.detach() if query_grad_only else y)
+        else:  # distances are homogeneous: d(x/s, y/s)·s, with no square out of range
+            s = global_scale(x) if self_ref else global_scale(x, y)
+            x = x / s
+            y = x if self_ref else y / s
+            d = s * _safe_distances(x, y.detach() if query_grad_only else y)
 
         labels = labels.to(x.device)
         ref_labels = ref_labels.to(x.device)

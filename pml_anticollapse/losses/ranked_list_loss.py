@@ -7,7 +7,17 @@ from pytorch_metric_learning.losses import BaseMetricLossFunction
 from pytorch_metric_learning.utils import common_functions as c_f
 
 from .. import distributed as D
-from ..functional._checks import check_embeddings, check_labels, check_nonnegative, check_positive
+from ..functional._checks import (
+    check_embeddings,
+    check_finite_if,
+    check_flag,
+    check_labels,
+    check_no_indices_tuple,
+    check_nonnegative,
+    check_optional_flag,
+    check_positive,
+    check_ref,
+)
 from ..functional.ranked_list import _ranked_list_loss_parts, ranked_list_loss  # noqa: F401
 
 
@@ -34,10 +44,13 @@ class RankedListLoss(BaseMetricLossFunction):
     all-pairs ``indices_tuple`` that wrapper always builds is not needed and not used, and so
     neither is one handed to the wrapper. Otherwise ``indices_tuple`` is refused, so the loss
     does not go inside ``CrossBatchMemory``, which always passes one (PML's own
-    ``RankedListLoss`` is not on its list either).
+    ``RankedListLoss`` is not on its list either: ``CrossBatchMemory`` itself refuses it).
 
     Args:
         margin, Tn, alpha, Tp, lam, detach_weights, query_grad_only: see :func:`ranked_list_loss`.
+        check: raise on NaN/inf in the embeddings or ``ref_emb``. ``None`` (default): on CPU
+            tensors only, where it is free; on CUDA it costs a host sync per call, so there it
+            runs only with ``check=True`` (otherwise a NaN row silently drops out of the masks).
         **kwargs: passed to ``BaseMetricLossFunction`` (``distance``, ``reducer``,
             ``collect_stats``, ``embedding_regularizer`` …).
 
@@ -57,6 +70,7 @@ class RankedListLoss(BaseMetricLossFunction):
         *,
         detach_weights: bool = True,
         query_grad_only: bool = False,
+        check: bool | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -67,8 +81,9 @@ class RankedListLoss(BaseMetricLossFunction):
         self.Tn = check_nonnegative(Tn, "Tn")
         self.Tp = check_nonnegative(Tp, "Tp")
         self.lam = check_nonnegative(lam, "lam")
-        self.detach_weights = bool(detach_weights)
-        self.query_grad_only = bool(query_grad_only)
+        self.detach_weights = check_flag(detach_weights, "detach_weights")
+        self.query_grad_only = check_flag(query_grad_only, "query_grad_only")
+        self.check = check_optional_flag(check, "check")
         if self.distance.is_inverted:
             raise ValueError(
                 f"distance must be a distance, not a similarity (is_inverted=True), got "
@@ -98,6 +113,8 @@ class RankedListLoss(BaseMetricLossFunction):
     def forward(self, embeddings, labels=None, indices_tuple=None, ref_emb=None, ref_labels=None):
         check_embeddings(embeddings)
         check_labels(labels, embeddings.shape[0])
+        check_ref(ref_emb, ref_labels, embeddings)
+        check_finite_if(self.check, (embeddings, "embeddings"), (ref_emb, "ref_emb"))
         return super().forward(embeddings, labels, indices_tuple, ref_emb, ref_labels)
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
@@ -107,7 +124,7 @@ class RankedListLoss(BaseMetricLossFunction):
             # itself, and a query's own copy (distance 0, same class) is neither a violating
             # positive nor a negative, so the tuple carries nothing: it is not used.
             indices_tuple = None
-        c_f.indices_tuple_not_supported(indices_tuple)
+        check_no_indices_tuple(indices_tuple, type(self).__name__)
         if ref_emb is embeddings and ref_labels is labels:
             ref_emb = ref_labels = None
         losses, positives, negatives = _ranked_list_loss_parts(
@@ -123,6 +140,7 @@ class RankedListLoss(BaseMetricLossFunction):
             normalize=self.distance.normalize_embeddings,
             detach_weights=self.detach_weights,
             query_grad_only=self.query_grad_only,
+            check=False,  # checked in forward, under this class's check policy
         )
         if self.collect_stats:
             self.num_positive_pairs = positives.sum().detach()

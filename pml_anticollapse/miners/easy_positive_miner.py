@@ -9,9 +9,14 @@ from pytorch_metric_learning.miners import BaseMiner
 from ..functional._checks import (
     check_choice,
     check_embeddings,
+    check_finite_if,
     check_labels,
     check_nonnegative,
+    check_optional_flag,
     check_positive,
+    check_ref,
+    rescale_rows,
+    resolve_check,
 )
 
 NEG_STRATEGIES = ("semihard", "hard", "distance_weighted", "all")
@@ -73,6 +78,9 @@ class EasyPositiveMiner(BaseMiner):
         cutoff, nonzero_loss_cutoff: distance-weighted sampling's clip and range,
             0 < cutoff < nonzero_loss_cutoff (defaults 0.5 and 1.4 as in Wu et al.).
         generator: a ``torch.Generator`` for the distance-weighted draws, or None.
+        check: raise on NaN/inf in the embeddings or ``ref_emb``, and on distances that
+            overflow. ``None`` (default): on CPU only, where it is free; on CUDA it costs a host
+            sync per call, so there it runs only with ``check=True``.
         **kwargs: passed to ``BaseMiner`` (``distance``, ``collect_stats`` …).
 
     Statistics (always set, as tensors): ``num_skipped_anchors``,
@@ -82,8 +90,13 @@ class EasyPositiveMiner(BaseMiner):
     sample — numerically it cannot be told from an exact duplicate — so every anchor counts),
     ``num_negative_fallbacks``; PML's ``num_triplets``.
 
+    With a distance that normalises the rows (the default), each row is first divided by a
+    power of two near its largest entry (no effect on the directions), so rows of 1e30 or 1e-30
+    are mined like rows of 1 instead of overflowing to zero vectors.
+
     Raises:
-        ValueError / TypeError: bad arguments or input, naming the argument.
+        ValueError / TypeError: bad arguments or input, naming the argument; ``ref_emb`` of
+            another dtype or device than the embeddings.
 
     Reference: Levi, Xiao, Wang, Darrell, "Rethinking preventing class-collapsing in metric
     learning with margin-based losses", ICCV 2021, arXiv 2006.05162; Wu, Manmatha, Smola,
@@ -98,9 +111,11 @@ class EasyPositiveMiner(BaseMiner):
         cutoff: float = 0.5,
         nonzero_loss_cutoff: float = 1.4,
         generator: torch.Generator | None = None,
+        check: bool | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.check = check_optional_flag(check, "check")
         self.neg_strategy = check_choice(neg_strategy, "neg_strategy", NEG_STRATEGIES)
         self.min_pos_distance = check_nonnegative(min_pos_distance, "min_pos_distance")
         self.semihard_fallback = check_choice(
@@ -144,19 +159,16 @@ class EasyPositiveMiner(BaseMiner):
     def forward(self, embeddings, labels, ref_emb=None, ref_labels=None):
         check_embeddings(embeddings, allow_empty=True)
         check_labels(labels, embeddings.shape[0])
-        if (ref_emb is None) != (ref_labels is None):
-            raise ValueError(
-                "ref_emb and ref_labels must be given together, got "
-                f"ref_emb={'None' if ref_emb is None else 'a tensor'}, "
-                f"ref_labels={'None' if ref_labels is None else 'a tensor'}"
-            )
-        if ref_emb is not None:
-            check_embeddings(ref_emb, "ref_emb", allow_empty=True)
-            check_labels(ref_labels, ref_emb.shape[0], name="ref_labels")
-            if ref_emb.shape[1] != embeddings.shape[1]:
-                raise ValueError(
-                    f"ref_emb must have dim {embeddings.shape[1]} like the embeddings, "
-                    f"got {ref_emb.shape[1]}"
+        check_ref(ref_emb, ref_labels, embeddings, same_dtype=True, allow_empty=True)
+        check_finite_if(self.check, (embeddings, "embeddings"), (ref_emb, "ref_emb"))
+        if getattr(self.distance, "normalize_embeddings", False):
+            # the distance normalises the rows: scaling a row first changes nothing but keeps
+            # its square in range (float32 rows of 1e30 would otherwise become zero vectors)
+            self_ref = ref_emb is None or ref_emb is embeddings
+            with torch.no_grad():
+                embeddings = rescale_rows(embeddings)
+                ref_emb = None if ref_emb is None else (
+                    embeddings if self_ref else rescale_rows(ref_emb)
                 )
         return super().forward(embeddings, labels, ref_emb, ref_labels)
 
@@ -168,6 +180,13 @@ class EasyPositiveMiner(BaseMiner):
             self._set_counts(*(torch.zeros(n, dtype=torch.bool, device=dev),) * 5)
             return empty, empty, empty
         mat = self.distance(embeddings, ref_emb)
+        if resolve_check(self.check, mat) and not bool(torch.isfinite(mat).all()):
+            raise ValueError(
+                f"the distances between embeddings and ref_emb must be finite, got NaN or inf "
+                f"from {type(self.distance).__name__}(normalize_embeddings="
+                f"{getattr(self.distance, 'normalize_embeddings', None)}): the embeddings are too "
+                f"large to square; rescale them or use a distance that normalises them"
+            )
         ref_labels = ref_labels.to(dev)
         if self.distance.is_inverted:
             far = -mat  # larger = farther, whatever the distance
