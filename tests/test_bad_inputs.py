@@ -1,0 +1,90 @@
+"""Runs every row of the README's bad-input table, so that the table and the code cannot drift.
+
+The table lives between ``<!-- bad-inputs:start -->`` and ``<!-- bad-inputs:end -->``; each row is
+``| n | `call` | `ErrorType` | `message regex` |``. The call is evaluated in a fresh namespace (the
+one the paragraph above the table describes) and must raise exactly that type, with a message
+matching the regex from its start.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from pytorch_metric_learning.distances import CosineSimilarity, LpDistance
+from pytorch_metric_learning.losses import ContrastiveLoss, CrossBatchMemory
+
+import pml_anticollapse
+from pml_anticollapse import functional
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+ROW = re.compile(r"^\|\s*(\d+)\s*\|\s*`(.+?)`\s*\|\s*`(\w+)`\s*\|\s*`(.+)`\s*\|\s*$")
+ERRORS = {"ValueError": ValueError, "TypeError": TypeError, "Exception": Exception}
+
+
+def _section() -> list[str]:
+    text = README.read_text(encoding="utf-8")
+    start, end = "<!-- bad-inputs:start -->", "<!-- bad-inputs:end -->"
+    assert text.count(start) == 1 and text.count(end) == 1, "bad-input markers missing"
+    return text.split(start, 1)[1].split(end, 1)[0].splitlines()
+
+
+def _rows() -> list[tuple[int, str, str, str]]:
+    rows = []
+    for line in _section():
+        m = ROW.match(line)
+        if m:
+            rows.append((int(m.group(1)), m.group(2), m.group(3), m.group(4)))
+    return rows
+
+
+ROWS = _rows()
+
+
+def _namespace() -> dict:
+    z = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
+    z_nan, z_inf = z.clone(), z.clone()
+    z_nan[2, 1] = float("nan")
+    z_inf[2, 0] = float("inf")
+    classes = {k: getattr(pml_anticollapse, k) for k in pml_anticollapse.__all__ if k[0].isupper()}
+    return dict(
+        torch=torch,
+        F=functional,
+        z=z,
+        labels=torch.tensor([0, 0, 1, 1, 2, 2]),
+        z_nan=z_nan,
+        z_inf=z_inf,
+        CosineSimilarity=CosineSimilarity,
+        LpDistance=LpDistance,
+        ContrastiveLoss=ContrastiveLoss,
+        CrossBatchMemory=CrossBatchMemory,
+        **classes,
+    )
+
+
+class TestTable:
+    def test_every_table_line_is_a_row(self):
+        # a row the pattern does not read would silently go untested
+        lines = [ln for ln in _section() if ln.startswith("|") and not ln.startswith("|---")]
+        assert len(lines) - 1 == len(ROWS)  # minus the header
+
+    def test_rows_are_numbered_and_distinct(self):
+        assert len(ROWS) >= 40
+        assert [n for n, *_ in ROWS] == list(range(1, len(ROWS) + 1))
+        assert len({call for _, call, *_ in ROWS}) == len(ROWS)
+
+    def test_only_pml_raises_a_bare_exception(self):
+        for _, call, exc, _ in ROWS:
+            assert exc in ERRORS
+            if exc == "Exception":
+                assert call.startswith("CrossBatchMemory("), call
+
+
+@pytest.mark.parametrize("n,call,exc,pattern", ROWS, ids=[f"row{r[0]}" for r in ROWS])
+def test_row(n, call, exc, pattern):
+    with pytest.raises(ERRORS[exc]) as info:
+        eval(call, _namespace())  # the README's own rows
+    assert type(info.value) is ERRORS[exc], f"row {n}: {type(info.value).__name__}: {info.value}"
+    assert re.match(pattern, str(info.value)), f"row {n}: message {str(info.value)!r}"
