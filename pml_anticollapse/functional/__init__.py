@@ -14,6 +14,8 @@ from .diagnostics import (
     rho_spectrum,
     singular_value_spectrum,
 )
+from .koleo import mean_log_nn_distance
+from .uniformity import uniformity
 
 __all__ = [
     "CholeskyFallbackWarning",
@@ -24,6 +26,8 @@ __all__ = [
     "half_logdet_gram",
     "ranked_list_loss",
     "intra_inter_distance_ratio",
+    "mean_log_nn_distance",
     "rho_spectrum",
     "singular_value_spectrum",
+    "uniformity",
 ]
