@@ -109,3 +109,48 @@ class TestDiagnostics:
             effective_rank(torch.randn(2, 3, 4))
         with pytest.raises(ValueError, match=r"labels must have shape \(4,\)"):
             intra_inter_distance_ratio(torch.randn(4, 3), torch.arange(3))
+
+
+class TestHardening:
+    """Issue 14: non-finite input is a ValueError; extreme magnitudes do not look collapsed."""
+
+    @pytest.mark.parametrize("fn", [effective_rank, rho_spectrum, singular_value_spectrum])
+    @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+    def test_non_finite_input_raises(self, fn, bad):
+        z = torch.randn(5, 3)
+        z[4, 2] = bad
+        with pytest.raises(ValueError, match=r"z must be finite.*\(first in row 4\)"):
+            fn(z)
+
+    def test_ratio_non_finite_input_raises(self):
+        z = torch.randn(4, 3)
+        z[1, 0] = float("nan")
+        with pytest.raises(ValueError, match="z must be finite"):
+            intra_inter_distance_ratio(z, torch.tensor([0, 0, 1, 1]))
+
+    @pytest.mark.parametrize("scale", [1e30, 1e-30, 1e-40])
+    def test_extreme_magnitudes_match_the_reference(self, scale):
+        z = torch.randn(8, 5, dtype=torch.float64)
+        z[::2] *= 1e6  # mixed row norms too
+        x = (z * scale).float()
+        base = x.double() / scale  # the same directions, at a magnitude the reference can take
+        assert effective_rank(x).item() == pytest.approx(ref_effective_rank(base), rel=1e-4)
+        assert rho_spectrum(x).item() == pytest.approx(_ref_rho(base), rel=1e-4, abs=1e-5)
+        labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+        got = intra_inter_distance_ratio(x, labels).item()
+        assert got == pytest.approx(_ref_ratio(base, labels), rel=1e-4)
+
+    @pytest.mark.parametrize("scale", [1e30, 1e-30])
+    def test_unnormalised_spectrum_at_extreme_magnitudes(self, scale):
+        z = torch.randn(6, 4, dtype=torch.float64)
+        want = torch.linalg.eigvalsh(z.T @ z).flip(0).clamp_min(0).sqrt() * scale
+        got = singular_value_spectrum((z * scale).float(), normalize=False)
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=0.0)
+
+    def test_overflowing_spectrum_is_refused(self):
+        with pytest.raises(ValueError, match=r"z's singular values must be finite in torch"):
+            singular_value_spectrum(torch.full((2, 2), 3e38), normalize=False)
+
+    def test_normalize_must_be_a_bool(self):
+        with pytest.raises(TypeError, match=r"normalize must be a bool \(True or False\), got str"):
+            effective_rank(torch.eye(3), normalize="False")

@@ -326,3 +326,70 @@ class TestDevice:
         assert h.dtype == torch.float16 and torch.isfinite(out)
         want = ref_ranked_list_loss(h.detach().double().cpu(), labels, Tn=20.0).mean()
         torch.testing.assert_close(out.double().cpu(), want, rtol=1e-5, atol=1e-6)
+
+
+class TestHardening:
+    """Issue 14: NaN batches refused, extreme magnitudes measured, huge temperatures finite."""
+
+    def test_nan_row_raises_in_the_class_on_cpu(self):
+        z, labels = _batch(n_classes=3, per_class=2, dim=4, dtype=torch.float32)
+        z[3, 1] = float("nan")
+        with pytest.raises(ValueError, match=r"embeddings must be finite.*\(first in row 3\)"):
+            RankedListLoss()(z, labels)
+        with pytest.raises(ValueError, match=r"embeddings must be finite"):
+            ranked_list_loss(z, labels)
+
+    def test_check_false_lets_a_nan_through(self):
+        z, labels = _batch(n_classes=3, per_class=2, dim=4, dtype=torch.float32)
+        z[3, 1] = float("nan")
+        RankedListLoss(check=False)(z, labels)  # no raise: the caller asked for no check
+        ranked_list_loss(z, labels, check=False)
+
+    @pytest.mark.parametrize("scale", [1e30, 1e-30, 1e-40])
+    @pytest.mark.parametrize("normalize", [True, False])
+    def test_extreme_magnitudes_match_the_reference(self, scale, normalize):
+        z, labels = _batch(n_classes=4, per_class=3, dim=6, dtype=torch.float64)
+        x = (z * scale).float()  # 1e-40 is a float32 subnormal
+        want = ref_ranked_list_loss(x.double(), labels, normalize=normalize)
+        got = ranked_list_loss(x, labels, normalize=normalize)
+        torch.testing.assert_close(got.double(), want.float().double(), rtol=1e-5, atol=1e-6)
+        if normalize and scale != 1e-40:  # the same as at scale 1 (1e-40 rounds the input more)
+            torch.testing.assert_close(got, ranked_list_loss(z.float(), labels), rtol=1e-5,
+                                       atol=1e-6)
+
+    def test_huge_temperature_gives_the_hardest_negative(self):
+        # T_n → ∞: the weighted mean over N* becomes the largest α − d (plain exp would overflow)
+        z, labels = _batch(n_classes=4, per_class=3, dim=6)
+        alpha = 1.2
+        d = ref_distance_matrix(z)
+        want = []
+        for i, row in enumerate(d):
+            neg = [alpha - v for j, v in enumerate(row) if labels[j] != labels[i] and v < alpha]
+            want.append(max(neg) if neg else 0.0)
+        got = ranked_list_loss(z, labels, Tn=1e300, lam=1.0, margin=0.4, alpha=alpha)
+        got_p = ranked_list_loss(z, labels, Tn=1e300, lam=0.0, margin=0.4, alpha=alpha)
+        torch.testing.assert_close(got - got_p, torch.tensor(want, dtype=torch.float64))
+
+    def test_ref_emb_on_another_device_is_refused(self):
+        z, labels = _batch(n_classes=2, per_class=2, dim=4)
+        with pytest.raises(ValueError, match=r"ref_emb must be on the embeddings' device"):
+            RankedListLoss()(z, labels, ref_emb=z.to("meta"), ref_labels=labels)
+
+    @pytest.mark.parametrize("kwargs,exc,match", [
+        (dict(detach_weights="False"), TypeError, "detach_weights must be a bool"),
+        (dict(query_grad_only=1), TypeError, "query_grad_only must be a bool"),
+        (dict(check="no"), TypeError, "check must be a bool"),
+        (dict(lam=True), TypeError, "lam must be a non-negative number, got bool"),
+        (dict(Tn=float("inf")), ValueError, "Tn must be a finite number >= 0, got inf"),
+    ])
+    def test_bad_flags_and_numbers(self, kwargs, exc, match):
+        with pytest.raises(exc, match=match):
+            RankedListLoss(**kwargs)
+
+    def test_numpy_numbers_are_accepted(self):
+        np = pytest.importorskip("numpy")
+        z, labels = _batch(n_classes=3, per_class=2, dim=4)
+        torch.testing.assert_close(
+            RankedListLoss(margin=np.float32(0.4), Tn=np.int64(10))(z, labels),
+            RankedListLoss(margin=float(np.float32(0.4)), Tn=10.0)(z, labels),
+        )

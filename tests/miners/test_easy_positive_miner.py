@@ -319,3 +319,42 @@ class TestDevice:
             runs.append(miner(z.float().to(device), labels.to(device)))
         assert runs[0][2].device.type == device
         assert all(torch.equal(x, y) for x, y in zip(*runs))
+
+
+class TestHardening:
+    """Issue 14: no triplets from a NaN batch; extreme magnitudes mined like scale 1."""
+
+    def test_nan_batch_is_refused_on_cpu(self):
+        z, labels = _batch()
+        z[5, 0] = float("nan")
+        with pytest.raises(ValueError, match=r"embeddings must be finite.*\(first in row 5\)"):
+            EasyPositiveMiner()(z, labels)
+        with pytest.raises(ValueError, match=r"ref_emb must be finite"):
+            EasyPositiveMiner()(_batch()[0], labels, z, labels)
+
+    @pytest.mark.parametrize("neg_strategy", DETERMINISTIC)
+    @pytest.mark.parametrize("scale", [1e30, 1e-30])
+    def test_extreme_magnitudes_match_the_brute_force(self, neg_strategy, scale):
+        z, labels = _batch(seed=3)
+        x = (z * scale).float()
+        want = ref_easy_positive_triplets(x.double() / scale, labels, neg_strategy=neg_strategy)
+        assert _triplets(EasyPositiveMiner(neg_strategy)(x, labels)) == want
+        assert want  # the check has triplets to compare
+
+    def test_overflowing_distances_are_refused(self):
+        z = torch.tensor([[3e38, 0.0], [-3e38, 0.0]])
+        miner = EasyPositiveMiner(distance=LpDistance(normalize_embeddings=False))
+        with pytest.raises(ValueError, match="the distances between embeddings and ref_emb"):
+            miner(z, torch.tensor([0, 1]))
+
+    def test_ref_emb_dtype_and_device_must_match(self):
+        z, labels = _batch()
+        x = z.float()
+        with pytest.raises(TypeError, match=r"ref_emb must have the embeddings' dtype"):
+            EasyPositiveMiner()(x, labels, z, labels)
+        with pytest.raises(ValueError, match=r"ref_emb must be on the embeddings' device"):
+            EasyPositiveMiner()(x, labels, x.to("meta"), labels)
+
+    def test_check_must_be_a_bool(self):
+        with pytest.raises(TypeError, match=r"check must be a bool \(True or False\), got str"):
+            EasyPositiveMiner(check="False")
