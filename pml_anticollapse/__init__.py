@@ -12,13 +12,17 @@ from . import functional
 from .losses import AntiCollapseLoss, MCR2Loss, RankedListLoss
 from .miners import EasyPositiveMiner
 from .regularizers import CodingRateRegularizer
+from .regularizers.koleo_regularizer import KoLeoRegularizer
+from .regularizers.uniformity_regularizer import UniformityRegularizer
 
 __all__ = [
     "AntiCollapseLoss",
     "CodingRateRegularizer",
     "EasyPositiveMiner",
+    "KoLeoRegularizer",
     "MCR2Loss",
     "RankedListLoss",
+    "UniformityRegularizer",
     "__version__",
     "functional",
 ]

@@ -74,7 +74,8 @@ def mean_log_nn_distance(
         no neighbour: the result is a zero that stays on the autograd graph.
 
     Raises:
-        TypeError: ``z`` is not a floating-point tensor; ``eps`` is not a number.
+        TypeError: ``z`` is not a floating-point tensor; ``eps`` is not a number; ``normalize``
+            or ``check`` is not a bool.
         ValueError: ``z`` is not 2-D or is empty; ε < 1e-30 or not finite; NaN/inf in ``z``.
 
     Convention:

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ._checks import check_embeddings, check_finite, check_positive
+from ._checks import check_embeddings, check_finite, check_flag, check_positive
 from .coding_rate import working_dtype
 
 __all__ = ["pairwise_sq_distances", "spread_rows", "uniformity"]
@@ -35,10 +35,10 @@ def spread_rows(z: torch.Tensor, normalize: bool, check: bool) -> torch.Tensor:
     ``check``), in the working dtype (float64 stays float64, anything else becomes float32) and
     L2-normalised when ``normalize`` (as ``F.normalize``: zero rows stay zero)."""
     check_embeddings(z, "z")
-    if check:
+    if check_flag(check, "check"):
         check_finite(z, "z")
     x = z.to(working_dtype(z.dtype))  # z itself when it is float32/64
-    if normalize:
+    if check_flag(normalize, "normalize"):
         x = x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(_NORM_EPS)
     return x
 
@@ -80,7 +80,8 @@ def uniformity(
         no pair: the result is a zero that stays on the autograd graph.
 
     Raises:
-        TypeError: ``z`` is not a floating-point tensor; ``t`` is not a number.
+        TypeError: ``z`` is not a floating-point tensor; ``t`` is not a number; ``normalize``
+            or ``check`` is not a bool.
         ValueError: ``z`` is not 2-D or is empty; t ≤ 0 or not finite; NaN/inf in ``z``.
 
     Convention:

@@ -238,6 +238,15 @@ class TestBadInput:
             FUNCTIONS[name](z)
         assert torch.isnan(FUNCTIONS[name](z, check=False))  # unchecked: NaN propagates
 
+    @pytest.mark.parametrize("name", FUNCTIONS)
+    @pytest.mark.parametrize("kwargs,match", [
+        (dict(normalize="False"), "normalize must be a bool \\(True or False\\), got str 'False'"),
+        (dict(check=1), "check must be a bool \\(True or False\\), got int 1"),
+    ])
+    def test_flags_must_be_bools(self, name, kwargs, match):
+        with pytest.raises(TypeError, match=match):
+            FUNCTIONS[name](torch.randn(4, 3), **kwargs)
+
     @pytest.mark.parametrize("t,exc,match", [
         (0.0, ValueError, "t must be a finite number > 0, got 0.0"),
         (-2.0, ValueError, "t must be a finite number > 0, got -2.0"),
