@@ -51,6 +51,7 @@ import json
 import math
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -210,16 +211,19 @@ def bench_device(
     threads: int,
     clock: str = "wall",
     log=print,
+    precisions: Sequence[str] | None = None,
 ) -> tuple[list[dict], list[dict]]:
-    """Time every implementation on every grid point; check them against the float64 reference."""
+    """Time every implementation on every grid point; check them against the float64 reference.
+    Every row names the configuration (``threads``, ``clock``) it was timed in."""
     results, accuracy = [], []
+    tag = {"threads": threads, "clock": clock}
     for m, d in grid:
         gen = torch.Generator().manual_seed(1000 * m + d)
         z = torch.randn(m, d, generator=gen).to(device).requires_grad_(True)
         ref_v, ref_g = reference_rate_and_grad(z)
-        for precision in _precisions(device):
+        for precision in precisions or _precisions(device):
             for name, fn in RATE_FNS.items():
-                row = {"device": device, "precision": precision, "m": m, "d": d, "impl": name}
+                row = dict(tag, device=device, precision=precision, m=m, d=d, impl=name)
                 try:
                     with _autocast(device, precision):
                         value = fn(z)
@@ -240,7 +244,8 @@ def bench_device(
                     if name in runnable
                 }
                 stats = _time_interleaved(cases, rounds, min_run_time, threads, clock)
-                base = {"device": device, "precision": precision, "m": m, "d": d, "pass": pass_}
+                base = dict(tag, device=device, precision=precision, m=m, d=d)
+                base["pass"] = pass_
                 ours = stats.get("ours")
                 for name, s in stats.items():
                     row = dict(base, impl=name, **s)
@@ -248,12 +253,108 @@ def bench_device(
                         row["ratio_vs_ours"] = s["median_s"] / ours["median_s"]
                     results.append(row)
                 log(
-                    f"  {device} {precision:13s} {m:5d}x{d:<5d} {pass_:7s} "
+                    f"  [{threads} thr, {clock}] {device} {precision:13s} {m:5d}x{d:<5d} "
+                    f"{pass_:7s} "
                     + "  ".join(
                         f"{n}={s['median_s'] * 1e3:.3f}ms" for n, s in stats.items()
                     )
                 )
     return results, accuracy
+
+
+# ----------------------------------------------------------------------------- op level
+
+#: Shapes of the op-level table (``../shared/REFERENCE.md`` §8): m > d, the Gram matrix k×k.
+OPS_SHAPES = ((4096, 128), (1024, 64), (8192, 512))
+
+
+def op_cases(x: torch.Tensor) -> dict[str, Callable[[], object]]:
+    """The linear algebra of the m > d backward pass, op by op, on (n, k) rows ``x``: the two
+    ways to apply (I + a·XᵀX)⁻¹ to the n rows — ``cholesky_solve`` against n right-hand sides
+    (the earlier path) or the explicit k×k inverse and one GEMM (the path used now) — next to
+    the Gram GEMM and the factorisation, and the naive formula's LU inverse + GEMM."""
+    n, k = x.shape
+    mat = x.mT @ x
+    mat.mul_(k / (n * EPS_SQ)).diagonal().add_(1.0)
+    factor = torch.linalg.cholesky(mat)
+    xt = x.mT
+    return {
+        "gram x.mT @ x": lambda: x.mT @ x,
+        "cholesky_ex(M)": lambda: torch.linalg.cholesky_ex(mat),
+        "cholesky_solve(x.mT, L)": lambda: torch.cholesky_solve(xt, factor),
+        "solve_triangular(L, x.mT)": lambda: torch.linalg.solve_triangular(
+            factor, xt, upper=False
+        ),
+        "cholesky_inverse(L)": lambda: torch.cholesky_inverse(factor),
+        "x @ cholesky_inverse(L)": lambda: x @ torch.cholesky_inverse(factor),
+        "x @ inv(M)": lambda: x @ torch.linalg.inv(mat),
+    }
+
+
+def bench_ops(
+    shapes: Sequence[tuple[int, int]], rounds: int, min_run_time: float, threads: int, clock: str,
+    log=print,
+) -> list[dict]:
+    """Median time of each op of :func:`op_cases` (CPU, float32) at each shape."""
+    out = []
+    for n, k in shapes:
+        gen = torch.Generator().manual_seed(n + k)
+        x = F.normalize(torch.randn(n, k, generator=gen), dim=-1)
+        stats = _time_interleaved(op_cases(x), rounds, min_run_time, threads, clock)
+        for op, st in stats.items():
+            out.append(dict(threads=threads, clock=clock, m=n, d=k, op=op, **st))
+        log(
+            f"  [{threads} thr, {clock}] ops {n}x{k}: "
+            + "  ".join(f"{op}={st['median_s'] * 1e3:.3f}ms" for op, st in stats.items())
+        )
+    return out
+
+
+# ----------------------------------------------------------------------------- absent classes
+
+#: MCR²'s class terms at 180×512 (SOP-sized label space: 11,318 training classes) and a label
+#: space of 10⁷, against ``num_classes=None``.
+CLASS_CASES = ((180, 512, None), (180, 512, 11318), (180, 512, 10**7))
+
+
+def bench_classes(
+    cases: Sequence[tuple[int, int, int | None]],
+    rounds: int,
+    min_run_time: float,
+    threads: int,
+    clock: str,
+    log=print,
+) -> list[dict]:
+    """``MCR2Loss(num_classes=C)`` forward + backward at m×d with 2 samples per class drawn from
+    [0, C): only the classes present may cost anything, so every C should cost about what
+    ``num_classes=None`` does."""
+    from pml_anticollapse import MCR2Loss
+
+    out = []
+    for m, d, num_classes in cases:
+        gen = torch.Generator().manual_seed(m + d)
+        z = torch.randn(m, d, generator=gen).requires_grad_(True)
+        space = num_classes if num_classes is not None else m // 2
+        picks = torch.randperm(space, generator=gen)[: m // 2] if space < 2**24 else (
+            torch.randint(0, space, (m // 2,), generator=gen)
+        )
+        labels = picks.repeat_interleave(2)
+        loss_fn = MCR2Loss(num_classes=num_classes)
+
+        def run(loss_fn=loss_fn, z=z, labels=labels):
+            return torch.autograd.grad(loss_fn(z, labels), z)
+
+        (st,) = _time_interleaved({"run": run}, rounds, min_run_time, threads, clock).values()
+        out.append(dict(threads=threads, clock=clock, m=m, d=d, num_classes=num_classes, **st))
+    base = {(r["m"], r["d"]): r["median_s"] for r in out if r["num_classes"] is None}
+    for r in out:
+        if (r["m"], r["d"]) in base:
+            r["ratio_vs_none"] = r["median_s"] / base[(r["m"], r["d"])]
+        log(
+            f"  [{threads} thr, {clock}] MCR2Loss {r['m']}x{r['d']} num_classes="
+            f"{r['num_classes']}: {r['median_s'] * 1e3:.3f}ms"
+        )
+    return out
 
 
 # ----------------------------------------------------------------------------- training overhead
@@ -444,7 +545,44 @@ def bench_training(
 # ----------------------------------------------------------------------------- reporting
 
 
-def metadata(devices: Sequence[str], threads: int, argv: Sequence[str], clock: str) -> dict:
+def cpu_vendor() -> str:
+    """The CPU vendor as ``/proc/cpuinfo`` names it (GenuineIntel, AuthenticAMD, …), else
+    ``platform.machine()``."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith(("vendor_id", "CPU implementer")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def linalg_backend() -> dict:
+    """The BLAS/LAPACK torch was built with and runs on (from ``torch.__config__``): what decides
+    the speed of the GEMMs, factorisations and triangular solves timed here."""
+    show = torch.__config__.show()
+
+    def setting(key: str) -> str | None:
+        m = re.search(rf"\b{key}=([^,\s]+)", show)
+        return m.group(1) if m else None
+
+    mkl = re.search(r"Math Kernel Library Version ([^\n]+)", show)
+    par = re.search(r"ATen parallel backend: ([^\n]+)", torch.__config__.parallel_info())
+    return {
+        "blas": setting("BLAS_INFO"),
+        "lapack": setting("LAPACK_INFO"),
+        "mkl_available": torch.backends.mkl.is_available(),
+        "mkl_version": mkl.group(1).strip() if mkl else None,
+        "openmp": torch.backends.openmp.is_available(),
+        "parallel_backend": par.group(1).strip() if par else None,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
+
+
+def metadata(
+    devices: Sequence[str], configs: Sequence[tuple[int, str]], argv: Sequence[str]
+) -> dict:
     import pytorch_metric_learning
 
     names = {"cpu": f"{cpu_model()} ({os.cpu_count()} logical CPUs)"}
@@ -461,8 +599,14 @@ def metadata(devices: Sequence[str], threads: int, argv: Sequence[str], clock: s
             "pytorch_metric_learning": pytorch_metric_learning.__version__,
         },
         "device": names,
-        "threads": threads,
-        "clock": CLOCK_NAMES[clock],
+        "cpu_model": cpu_model(),
+        "cpu_vendor": cpu_vendor(),
+        "logical_cpus": os.cpu_count(),
+        "linalg_backend": linalg_backend(),
+        # one entry per measured configuration: intra-op threads and the clock
+        "configs": [{"threads": t, "clock": c} for t, c in configs],
+        "threads": [t for t, _ in configs],
+        "clock": [CLOCK_NAMES[c] for _, c in configs],
         "platform": platform.platform(),
         "eps_sq": EPS_SQ,
     }
@@ -497,6 +641,20 @@ def check_targets(results: list[dict], accuracy: list[dict], training: list[dict
     }
 
 
+def check_class_target(classes: list[dict]) -> bool | None:
+    """``MCR2Loss(num_classes=C)`` within 2× of ``num_classes=None`` at the same size."""
+    rows = [c for c in classes if c["num_classes"] is not None and "ratio_vs_none" in c]
+    return all(c["ratio_vs_none"] <= 2.0 for c in rows) if rows else None
+
+
+def _config(row: dict, md: dict | None = None) -> str:
+    """'1 thr, cpu': the configuration a row was timed in (older files: the run's only one)."""
+    if "threads" in row:
+        return f"{row['threads']} thr, {row['clock']}"
+    clock = "cpu" if "thread" in str(md.get("clock", "")) else "wall"
+    return f"{md.get('threads')} thr, {clock}"
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:.3f}"
 
@@ -507,23 +665,27 @@ def markdown(report: dict) -> str:
         "# Coding-rate speed",
         "",
         f"Command: `{md['command']}`  ",
-        f"Date: {md['date']}, commit `{md['commit']}`, torch {md['versions']['torch']}, "
-        f"threads {md['threads']}, clock: {md['clock']}  ",
-        "Hardware: " + "; ".join(f"{k}: {v}" for k, v in md["device"].items()) + "  ",
+        f"Date: {md['date']}, commit `{md['commit']}`, torch {md['versions']['torch']}; "
+        "configurations (intra-op threads, clock): "
+        + "; ".join(f"{c['threads']} thr, {c['clock']}" for c in md["configs"])
+        + " (cpu: thread CPU time, wall: wall clock)  ",
+        "Hardware: " + "; ".join(f"{k}: {v}" for k, v in md["device"].items())
+        + f"; vendor {md['cpu_vendor']}; BLAS {md['linalg_backend']['blas']}, LAPACK "
+        f"{md['linalg_backend']['lapack']} (MKL {md['linalg_backend']['mkl_version']})  ",
         f"Load average (1 min) before/after: {md.get('loadavg_before')} / "
         f"{md.get('loadavg_after')}",
         "",
         "Median (IQR) in ms; ratio = baseline median / ours median (higher: ours faster).",
         "",
-        "| device | precision | m×d | pass | ours | naive logdet | naive/ours "
+        "| config | device | precision | m×d | pass | ours | naive logdet | naive/ours "
         "| cholesky autograd | chol/ours |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     by_key: dict[tuple, dict[str, dict]] = {}
     for r in report["results"]:
-        key = (r["device"], r["precision"], r["m"], r["d"], r["pass"])
+        key = (_config(r, md), r["device"], r["precision"], r["m"], r["d"], r["pass"])
         by_key.setdefault(key, {})[r["impl"]] = r
-    for (dev, prec, m, d, pass_), impls in by_key.items():
+    for (cfg, dev, prec, m, d, pass_), impls in by_key.items():
         cells = []
         for name in IMPLS:
             r = impls.get(name)
@@ -535,7 +697,9 @@ def markdown(report: dict) -> str:
             cells.append(f"{_ms(r['median_s'])} ({_ms(r['iqr_s'])})")
             if name != "ours":
                 cells.append(f"{r['ratio_vs_ours']:.2f}" if "ratio_vs_ours" in r else "n/a")
-        lines.append(f"| {dev} | {prec} | {m}×{d} | {pass_} | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| {cfg} | {dev} | {prec} | {m}×{d} | {pass_} | " + " | ".join(cells) + " |"
+        )
     lines += [
         "",
         "Accuracy against the float64 eigenvalue reference (relative; gradient norm-wise):",
@@ -551,6 +715,35 @@ def markdown(report: dict) -> str:
         lines.append(
             f"| {a['device']} | {a['precision']} | {a['m']}×{a['d']} | {a['impl']} | {errs} |"
         )
+    if report.get("ops"):
+        ops = list(dict.fromkeys(o["op"] for o in report["ops"]))
+        cfg_shapes = list(dict.fromkeys((_config(o), o["m"], o["d"]) for o in report["ops"]))
+        med = {(_config(o), o["m"], o["d"], o["op"]): o["median_s"] for o in report["ops"]}
+        lines += [
+            "",
+            "Op level (CPU, float32, median ms): the m > d backward's linear algebra, "
+            "k = d, M = I + a·xᵀx (k×k), L its Cholesky factor:",
+            "",
+            "| op | " + " | ".join(f"{m}×{d} ({c})" for c, m, d in cfg_shapes) + " |",
+            "|---|" + "---:|" * len(cfg_shapes),
+        ]
+        for op in ops:
+            cells = [_ms(med[(c, m, d, op)]) for c, m, d in cfg_shapes]
+            lines.append(f"| `{op}` | " + " | ".join(cells) + " |")
+    if report.get("classes"):
+        lines += [
+            "",
+            "MCR2Loss forward + backward, 2 samples per class (absent classes must cost nothing):",
+            "",
+            "| config | m×d | num_classes | median ms (IQR) | ratio vs num_classes=None |",
+            "|---|---|---|---|---|",
+        ]
+        for c in report["classes"]:
+            ratio = f"{c['ratio_vs_none']:.2f}" if "ratio_vs_none" in c else "n/a"
+            lines.append(
+                f"| {_config(c)} | {c['m']}×{c['d']} | {c['num_classes']} "
+                f"| {_ms(c['median_s'])} ({_ms(c['iqr_s'])}) | {ratio} |"
+            )
     lines += [
         "",
         "Training step (forward, ContrastiveLoss, backward, Adam), median of interleaved steps:",
@@ -563,11 +756,13 @@ def markdown(report: dict) -> str:
     for t in report["training"]:
         if "skipped" in t:
             lines.append(
-                f"| {t['model']} | {t['device']} | | skipped: {t['skipped']} | | | | | | |"
+                f"| {t['model']} [{_config(t, md)}] | {t['device']} | "
+                f"| skipped: {t['skipped']} | | | | | | |"
             )
         else:
             lines.append(
-                f"| {t['model']} | {t['device']} | {t['batch']}×{'×'.join(map(str, t['input']))} "
+                f"| {t['model']} [{_config(t, md)}] | {t['device']} "
+                f"| {t['batch']}×{'×'.join(map(str, t['input']))} "
                 f"| {_ms(t['without_median_s'])} | {_ms(t['plumbing_median_s'])} "
                 f"| {_ms(t['with_median_s'])} | {t['ratio']:.3f} | {t['paired_ratio_median']:.3f} "
                 f"| {t['plumbing_ratio']:.3f} | {t['term_over_plumbing_ratio']:.3f} |"
@@ -577,7 +772,12 @@ def markdown(report: dict) -> str:
         "PML plumbing only: the same loss with a PML regularizer that computes nothing "
         "(0·x[0, 0]), i.e. what PML charges for any `embedding_regularizer` before it computes.",
     ]
-    lines += ["", "Targets: " + ", ".join(f"{k}: {v}" for k, v in report["targets"].items()), ""]
+    targets = {k: v for k, v in report["targets"].items() if k != "by_config"}
+    lines += ["", "Targets (all configurations): "
+              + ", ".join(f"{k}: {v}" for k, v in targets.items())]
+    for cfg, t in report["targets"].get("by_config", {}).items():
+        lines.append(f"- {cfg}: " + ", ".join(f"{k}: {v}" for k, v in t.items()))
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -591,16 +791,22 @@ def plot(report: dict, path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
+    md = report["metadata"]
     panels = sorted(
-        {(r["device"], r["precision"]) for r in report["results"] if r["pass"] == "fwd+bwd"},
-        key=lambda p: (p[0], p[1] != "float32", p[1]),  # float32 first on each device
+        {
+            (_config(r, md), r["device"], r["precision"])
+            for r in report["results"]
+            if r["pass"] == "fwd+bwd"
+        },
+        key=lambda p: (p[0], p[1], p[2] != "float32", p[2]),  # float32 first on each device
     )
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
-    for ax, (dev, prec) in zip(axes[0], panels):
+    for ax, (cfg, dev, prec) in zip(axes[0], panels):
         rows = [
             r
             for r in report["results"]
-            if r["device"] == dev and r["precision"] == prec and r["pass"] == "fwd+bwd"
+            if (_config(r, md), r["device"], r["precision"]) == (cfg, dev, prec)
+            and r["pass"] == "fwd+bwd"
         ]
         points = sorted({(r["m"], r["d"]) for r in rows}, key=lambda p: (p[1] / p[0]), reverse=True)
         labels = [f"{m}×{d}" for m, d in points]
@@ -621,7 +827,7 @@ def plot(report: dict, path: Path) -> bool:
         ax.set_yscale("log")
         ax.set_xticks(range(len(points)), labels, rotation=30)
         ax.set_ylabel("time ratio (fwd+bwd)")
-        ax.set_title(f"{dev}, {prec}")
+        ax.set_title(f"{dev}, {prec}, {cfg}")
         ax.legend(fontsize=8)
     fig.suptitle(f"coding rate, commit {report['metadata']['commit']}")
     fig.tight_layout()
@@ -646,6 +852,22 @@ def _parse_grid(text: str) -> list[tuple[int, int]]:
     return grid
 
 
+def _int_list(text: str) -> list[int]:
+    """'1,2' → [1, 2], each a positive integer."""
+    return [positive_int(v) for v in text.split(",")]
+
+
+def _timer_list(text: str) -> list[str]:
+    """'cpu,wall' → ['cpu', 'wall'], each a key of ``TIMERS``."""
+    out = [v.strip() for v in text.split(",")]
+    for v in out:
+        if v not in TIMERS:
+            raise argparse.ArgumentTypeError(
+                f"expected {' or '.join(TIMERS)} (comma-separated), got {text!r}"
+            )
+    return out
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.speed", description=__doc__.split("\n")[0]
@@ -655,25 +877,59 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--devices", default=None, help="cpu,cuda (default: cpu, + cuda if present)")
     p.add_argument("--grid", type=_parse_grid, default=None, help="e.g. 90x512,1024x64")
     p.add_argument(
-        "--threads", type=positive_int, default=torch.get_num_threads(), help="intra-op threads"
+        "--threads",
+        type=_int_list,
+        default=[torch.get_num_threads()],
+        help="intra-op threads; a list (1,2) measures each in the same run, paired with --timer",
     )
     p.add_argument(
         "--rounds", type=positive_int, default=None, help="interleaved rounds (3; smoke: 1)"
     )
     p.add_argument(
-        "--timer", choices=tuple(TIMERS), default="wall", help="wall clock, or thread CPU time"
+        "--timer",
+        type=_timer_list,
+        default=["wall"],
+        help="wall clock or thread CPU time (cpu, needs 1 thread); a list pairs with --threads "
+        "(e.g. --threads 1,2 --timer cpu,wall)",
     )
     p.add_argument(
-        "--min-run-time", type=positive_float, default=None, help="seconds per autorange"
+        "--min-run-time", type=positive_float, default=None, help="seconds per autorange (0.1)"
+    )
+    p.add_argument(
+        "--precisions",
+        default=None,
+        help="comma list of float32, bf16-autocast (CPU) / fp16-autocast (CUDA); default both",
     )
     p.add_argument("--skip-training", action="store_true", help="skip the training-step overhead")
+    p.add_argument("--skip-ops", action="store_true", help="skip the op-level table")
+    p.add_argument("--skip-classes", action="store_true", help="skip the MCR2Loss num_classes rows")
+    p.add_argument(
+        "--ops-only", action="store_true", help="only the op-level table (seconds), then exit"
+    )
     p.add_argument(
         "--resnet-cpu-size",
         type=non_negative_int,
         default=0,
         help="also time the ResNet on CPU at this size (0: not on CPU)",
     )
+    p.add_argument(
+        "--compare",
+        nargs=2,
+        type=Path,
+        metavar=("A.json", "B.json"),
+        default=None,
+        help="print two result files side by side (ratios per grid point) and exit",
+    )
     args = p.parse_args(argv)
+    if args.compare is not None:
+        return args
+    if len(args.timer) == 1:
+        args.timer = args.timer * len(args.threads)
+    elif len(args.threads) == 1:
+        args.threads = args.threads * len(args.timer)
+    if len(args.timer) != len(args.threads):
+        p.error(f"argument --timer: expected 1 or {len(args.threads)} clocks to pair with "
+                f"--threads {args.threads}, got {len(args.timer)}")
     # fail now, not after minutes of timing when the results are written
     existing = next(q for q in (args.out, *args.out.parents) if q.exists())
     if not existing.is_dir():
@@ -685,9 +941,65 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def compare(path_a: Path, path_b: Path) -> str:
+    """Two ``speed.json`` files side by side: per grid point (fwd+bwd), naive/ours and
+    cholesky-autograd/ours of every configuration of each file, and each file's machine."""
+    reports = []
+    for path in (path_a, path_b):
+        try:
+            report = json.loads(Path(path).read_text())
+            report["metadata"], report["results"]  # noqa: B018 — the two keys every file has
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SystemExit(f"--compare: cannot read a speed result from {str(path)!r}: {exc}")
+        reports.append(report)
+    cols = []  # (label, {key: {impl: ratio}})
+    lines = ["# Speed results side by side", ""]
+    for tag, path, report in zip("AB", (path_a, path_b), reports):
+        md = report["metadata"]
+        lines.append(
+            f"- {tag}: `{path}` — commit {md.get('commit')}, {md.get('date')}, "
+            f"{md.get('device', {}).get('cpu', md.get('cpu_model'))}, vendor "
+            f"{md.get('cpu_vendor', 'not recorded')}, BLAS "
+            f"{(md.get('linalg_backend') or {}).get('blas', 'not recorded')}"
+        )
+        by_cfg: dict[str, dict] = {}
+        for r in report["results"]:
+            if r["pass"] != "fwd+bwd" or "ratio_vs_ours" not in r or r["impl"] == "ours":
+                continue
+            key = (r["device"], r["precision"], r["m"], r["d"])
+            cell = by_cfg.setdefault(_config(r, md), {}).setdefault(key, {})
+            cell[r["impl"]] = r["ratio_vs_ours"]
+        cols += [(f"{tag} {cfg}", cells) for cfg, cells in by_cfg.items()]
+    keys = list(dict.fromkeys(k for _, cells in cols for k in cells))
+    lines += [
+        "",
+        "fwd+bwd time ratios, baseline / ours (higher: ours faster); naive · cholesky-autograd:",
+        "",
+        "| device | precision | m×d | " + " | ".join(label for label, _ in cols) + " |",
+        "|---|---|---|" + "---|" * len(cols),
+    ]
+
+    def fmt(cell: dict | None) -> str:
+        if not cell:
+            return "—"
+        return " · ".join(
+            f"{cell[i]:.2f}" if i in cell else "—" for i in ("naive", "cholesky_autograd")
+        )
+
+    for key in keys:
+        dev, prec, m, d = key
+        cells = " | ".join(fmt(c.get(key)) for _, c in cols)
+        lines.append(f"| {dev} | {prec} | {m}×{d} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    if args.compare is not None:
+        text = compare(*args.compare)
+        print(text, end="")
+        return {"compare": text}
     devices = (
         [d.strip() for d in args.devices.split(",")]
         if args.devices is not None
@@ -698,35 +1010,74 @@ def main(argv: Sequence[str] | None = None) -> dict:
             raise SystemExit(f"--devices must list cpu and/or cuda, got {dev!r}")
         if dev == "cuda" and not torch.cuda.is_available():
             raise SystemExit("--devices asks for cuda but no CUDA device is available")
-    if args.timer == "cpu" and (args.threads != 1 or "cuda" in devices):
-        raise SystemExit("--timer cpu needs --threads 1 and the CPU only (--devices cpu)")
+    configs = list(zip(args.threads, args.timer))
+    for threads, clock in configs:
+        if clock == "cpu" and (threads != 1 or "cuda" in devices):
+            raise SystemExit("--timer cpu needs --threads 1 and the CPU only (--devices cpu)")
+    precisions = None
+    if args.precisions is not None:
+        precisions = [v.strip() for v in args.precisions.split(",")]
+        known = {"float32", "bf16-autocast", "fp16-autocast"}
+        if not set(precisions) <= known:
+            raise SystemExit(f"--precisions must list {', '.join(sorted(known))}, got "
+                             f"{args.precisions!r}")
     rounds = args.rounds if args.rounds is not None else (1 if args.smoke else 3)
     min_run_time = (
-        args.min_run_time if args.min_run_time is not None else (0.01 if args.smoke else 0.2)
+        args.min_run_time if args.min_run_time is not None else (0.01 if args.smoke else 0.1)
     )
-    torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
 
-    report = {"metadata": metadata(devices, args.threads, argv, args.timer)}
+    report = {"metadata": metadata(devices, configs, argv)}
     report["metadata"]["loadavg_before"] = _loadavg()
-    results, accuracy, training = [], [], []
-    for dev in devices:
-        grid = args.grid if args.grid is not None else (SMOKE_GRID if args.smoke else GRID)
-        if dev == "cuda" and not args.smoke and args.grid is None:
-            grid = tuple(grid) + CUDA_EXTRA
-        print(f"[speed] {dev}: {len(grid)} grid points, {rounds} round(s)", flush=True)
-        r, a = bench_device(dev, grid, rounds, min_run_time, args.threads, args.timer)
-        results += r
-        accuracy += a
-        if not args.skip_training:
-            training += bench_training(dev, args.smoke, args.resnet_cpu_size, args.timer)
+    results, accuracy, training, ops, classes = [], [], [], [], []
+    targets_by_config = {}
+    for i, (threads, clock) in enumerate(configs):
+        torch.set_num_threads(threads)
+        cfg = f"{threads} thr, {clock}"
+        if "cpu" in devices and not args.skip_ops:
+            ops += bench_ops(
+                OPS_SHAPES if not args.smoke else ((160, 16),), rounds, min_run_time, threads,
+                clock,
+            )
+        if args.ops_only:
+            continue
+        cfg_results, cfg_training = [], []
+        for dev in devices:
+            grid = args.grid if args.grid is not None else (SMOKE_GRID if args.smoke else GRID)
+            if dev == "cuda" and not args.smoke and args.grid is None:
+                grid = tuple(grid) + CUDA_EXTRA
+            print(f"[speed] {dev} ({cfg}): {len(grid)} grid points, {rounds} round(s)", flush=True)
+            r, a = bench_device(
+                dev, grid, rounds, min_run_time, threads, clock, precisions=precisions
+            )
+            cfg_results += r
+            if i == 0:  # the same numbers in every configuration: checked once
+                accuracy += a
+            if not args.skip_training:
+                for t in bench_training(dev, args.smoke, args.resnet_cpu_size, clock):
+                    cfg_training.append(dict(t, threads=threads, clock=clock))
+        if "cpu" in devices and not args.skip_classes:
+            cases = CLASS_CASES if not args.smoke else ((24, 32, None), (24, 32, 10**7))
+            classes += bench_classes(cases, rounds, min_run_time, threads, clock)
+        targets_by_config[cfg] = check_targets(cfg_results, accuracy, cfg_training)
+        results += cfg_results
+        training += cfg_training
     report["metadata"]["loadavg_after"] = _loadavg()
     report["results"], report["accuracy"], report["training"] = results, accuracy, training
-    report["targets"] = check_targets(results, accuracy, training)
+    report["ops"], report["classes"] = ops, classes
+    combined = {}
+    for t in targets_by_config.values():
+        for k, v in t.items():
+            combined[k] = v if combined.get(k, True) is True else combined[k]
+            if v is False:
+                combined[k] = False
+    combined["mcr2_num_classes_within_2x_of_none"] = check_class_target(classes)
+    combined["by_config"] = targets_by_config
+    report["targets"] = combined
 
     (args.out / "speed.json").write_text(json.dumps(report, indent=2))
     (args.out / "speed.md").write_text(markdown(report))
-    has_png = plot(report, args.out / "speed_ratios.png")
+    has_png = bool(results) and plot(report, args.out / "speed_ratios.png")
     png = ", speed_ratios.png" if has_png else ""
     print(f"[speed] wrote {args.out}/speed.json, speed.md{png}")
     print("[speed] targets: " + json.dumps(report["targets"]))

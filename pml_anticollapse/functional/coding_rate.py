@@ -6,10 +6,18 @@ Every quantity in this module reduces to one primitive, ``half_logdet_gram``:
 
 computed on whichever Gram matrix is smaller, with a Cholesky factorisation (the matrix is
 symmetric positive definite, every eigenvalue ≥ 1), so ½·logdet = Σ log diag(L). Its gradient
-is a · (I + a·XXᵀ)⁻¹ · X (or a · X · (I + a·XᵀX)⁻¹), obtained from the same factor with two
-triangular solves: no second factorisation, no explicit inverse, memory O(min(n, k)²) beyond
-the input. Autograd through ``torch.logdet`` (the formula as written in the MCR² and ACL code)
-instead factorises a d×d matrix and inverts it.
+is a · (I + a·XXᵀ)⁻¹ · X (or a · X · (I + a·XᵀX)⁻¹), obtained from the same factor: no second
+factorisation, memory O(min(n, k)²) beyond the input. The solve is the explicit inverse of the
+small matrix (``cholesky_inverse``: every eigenvalue ≥ 1, so it is as accurate as a solve, which
+the tests check) followed by one GEMM, except where m ≤ d < 8m, where two triangular solves
+measured faster. It does not rest on triangular solves with thousands of right-hand sides, which
+some CPUs' LAPACK (MKL on AMD EPYC) runs 4–10× slower than a GEMM of the same size. Autograd
+through ``torch.logdet`` (the formula as written in the MCR² and ACL code) instead factorises a
+d×d matrix and inverts it.
+
+Under ``torch.compile`` the host-reading checks (finiteness, factorisation failure, label range)
+are skipped: a failed factorisation or a NaN/inf input shows as NaN in the value and the gradient,
+as with ``check=False``, and nothing is read back to the host.
 """
 
 from __future__ import annotations
@@ -46,6 +54,12 @@ def working_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+#: The backward pass solves with the explicit inverse of the (small) factorised matrix and one
+#: GEMM when the Gram matrix is k×k (m > d), or when it is n×n and k ≥ INVERSE_MIN_ASPECT·n;
+#: in between (m ≤ d < 8m) two triangular solves, which avoid the inverse's O(n³) and measured
+#: faster there (benchmarks/speed, ``--ops``).
+INVERSE_MIN_ASPECT = 8
+
 #: F.normalize's clamp: rows with a smaller norm are divided by it instead.
 _NORM_EPS = 1e-12
 
@@ -63,7 +77,8 @@ class _HalfLogdetGram(torch.autograd.Function):
     Every operation here is paid once per training step, and at the sizes of a small network
     the fixed cost per PyTorch call (a few µs) is most of the price, so the function keeps their
     number down: in-place scaling, one ``.item()``-style check on CPU, no tensor for a scalar
-    ``a``.
+    ``a``. With ``check=False`` (and under ``torch.compile``) a failed factorisation is marked by
+    filling its factor with NaN: one elementwise pass, no host read.
     """
 
     @staticmethod
@@ -82,6 +97,11 @@ class _HalfLogdetGram(torch.autograd.Function):
         mat.mul_(a if scalar else a_vec[..., None])
         mat.diagonal(dim1=-2, dim2=-1).add_(1.0)
         factor, info = torch.linalg.cholesky_ex(mat)
+        if check and torch.compiler.is_compiling():
+            check = False  # no host read inside a compiled graph: a failure shows as NaN
+        if not check:
+            # a failed factorisation poisons its factor: NaN value and NaN gradient, no host read
+            factor.masked_fill_((info != 0)[..., None, None], math.nan)
         out = factor.diagonal(dim1=-2, dim2=-1).log().sum(-1)
         eig = None
         if check and _factorisation_failed(info, out):
@@ -100,6 +120,9 @@ class _HalfLogdetGram(torch.autograd.Function):
             out = 0.5 * w.sum(-1)
             eig = (w, v)
         ctx.use_rows = use_rows
+        # the backward's solve: the explicit inverse + one GEMM, except where m ≤ d < 8m (see
+        # _grad and INVERSE_MIN_ASPECT)
+        ctx.inverse = not use_rows or k >= INVERSE_MIN_ASPECT * n
         ctx.normalize = normalize
         ctx.eig = eig is not None
         ctx.a = a if scalar else None
@@ -131,7 +154,7 @@ class _HalfLogdetGram(torch.autograd.Function):
                 return v @ (inv_diag[..., None] * (v.mT @ rhs))
 
             grad_x = solve(x) if ctx.use_rows else solve(x.mT).mT
-        elif ctx.use_rows:
+        elif ctx.use_rows and not ctx.inverse:
             # (I + a·XXᵀ)⁻¹X = (Xᵀ·L⁻ᵀ·L⁻¹)ᵀ: two right-side triangular solves on Xᵀ, a
             # column-major view of the row-major X that LAPACK reads in place, giving a row-major
             # result once transposed. (cholesky_solve(X, L) copies X and returns a column-major
@@ -140,10 +163,13 @@ class _HalfLogdetGram(torch.autograd.Function):
             y = torch.linalg.solve_triangular(factor.mT, x.mT, upper=True, left=False)
             grad_x = torch.linalg.solve_triangular(factor, y, upper=False, left=False).mT
         else:
-            # X·(I + a·XᵀX)⁻¹, row-major like X. (Right-side solves on X itself return a
-            # column-major gradient, which slows the elementwise passes below.)
+            # The explicit SPD inverse from the factor (small: min(n, k)² entries, every
+            # eigenvalue of the matrix ≥ 1) and one GEMM, row-major like X. Not cholesky_solve
+            # against the many right-hand sides of X: on some CPUs (AMD EPYC with MKL) those
+            # triangular solves are 4–10× slower than a GEMM of the same size.
             (factor,) = extra
-            grad_x = torch.cholesky_solve(x.mT, factor).mT
+            inv = torch.cholesky_inverse(factor)
+            grad_x = inv @ x if ctx.use_rows else x @ inv
         grad_x.mul_((grad_out * a)[..., None, None])  # times a·grad_out, per matrix
         if not ctx.normalize:
             return grad_x
@@ -213,7 +239,9 @@ def half_logdet_gram(
         a: scale ≥ 0, a float or a tensor of the batch shape (...); it receives no gradient.
         check: raise on non-finite input and fall back to an eigen-decomposition (with a
             ``CholeskyFallbackWarning``) when the factorisation fails. Costs one host sync on
-            CUDA; with ``check=False`` a failure propagates as NaN instead.
+            CUDA; with ``check=False``, and always inside ``torch.compile`` (where a host read
+            would break the graph), a failed factorisation gives NaN (value and gradient)
+            instead, with no host read.
         name: the argument name used in error messages.
         normalize: L2-normalise the rows of ``x`` first (as ``F.normalize(x, dim=-1)``, zero
             rows stay zero), with the normalisation's gradient fused into the backward pass.
@@ -225,7 +253,9 @@ def half_logdet_gram(
     """
     if isinstance(a, (int, float)) and not isinstance(a, bool):
         a = float(a)  # one scale for every matrix: kept a Python number
-        if not (math.isfinite(a) and a >= 0):
+        # (under torch.compile with dynamic shapes ``a`` is symbolic: checked at trace time by
+        # the caller's own arguments, not here)
+        if not torch.compiler.is_compiling() and not (math.isfinite(a) and a >= 0):
             raise ValueError(f"a must be a finite number >= 0, got {a}")
     else:
         a = torch.as_tensor(a, dtype=x.dtype, device=x.device).expand(x.shape[:-2]).detach()
@@ -262,7 +292,9 @@ def coding_rate(
             departure from the paper's formula, kept only to reproduce that code.
         mask: optional (m,) bool tensor; only the rows where it is True count (m becomes their
             number). Unlike indexing, it keeps shapes static, so it needs no host sync.
-        check: raise ``ValueError`` on NaN/inf embeddings (one host sync on CUDA).
+        check: raise ``ValueError`` on NaN/inf embeddings (one host sync on CUDA). Skipped
+            inside ``torch.compile``: there NaN/inf embeddings give a NaN rate, as with
+            ``check=False``, so ``torch.compile(coding_rate, fullgraph=True)`` traces one graph.
 
     Returns:
         Scalar tensor, float64 for float64 input and float32 otherwise — also under fp16/bf16
@@ -340,7 +372,7 @@ def coding_rate_reduction(
     low). The class terms are computed in one batched factorisation: each class's rows are
     gathered into a zero-padded (C, n_max, d) block (zero rows leave the log-determinant
     unchanged), so there is no Python loop over classes. Classes with no member in the batch
-    contribute 0.
+    contribute 0 (tr(Π_j) = 0) and are not built.
 
     Args:
         z: (m, d) embeddings.
@@ -348,8 +380,14 @@ def coding_rate_reduction(
         eps, eps_sq: the precision, as in :func:`coding_rate` (default ε² = 0.5).
         normalize: L2-normalise the rows first.
         num_classes: if given, labels must lie in [0, num_classes) and absent classes are
-            allowed; if None, the classes are the distinct labels present.
-        check: validate finiteness / label range (host syncs on CUDA).
+            allowed; if None, the classes are the distinct labels present. Either way only the
+            classes present are factorised (an absent class has weight 0), so a large
+            ``num_classes`` costs nothing. Inside ``torch.compile`` with ``fullgraph=True`` give
+            it: the distinct labels have a data-dependent number, so the compiled path builds
+            one (m, d) masked block per class instead (memory num_classes·m·d).
+        check: validate finiteness / label range (host syncs on CUDA); skipped inside
+            ``torch.compile`` (see :func:`coding_rate`), where a label outside
+            [0, num_classes) then belongs to no class.
 
     Returns:
         ``RateReduction(delta_r, r, r_c)``, scalars in the working dtype (float32 or float64).
@@ -377,29 +415,52 @@ def coding_rate_reduction(
     check_labels(labels, m)
     eps_sq = resolve_eps_sq(eps, eps_sq)
     labels = labels.to(z.device)
-    if num_classes is None:
-        _, inv = torch.unique(labels, return_inverse=True)
-        counts = torch.bincount(inv)
-    else:
+    if num_classes is not None:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-        if check and bool(((labels < 0) | (labels >= num_classes)).any()):
+    compiling = torch.compiler.is_compiling()
+    if num_classes is not None and check and not compiling:
+        if bool(((labels < 0) | (labels >= num_classes)).any()):
             raise ValueError(f"labels must lie in [0, num_classes={num_classes})")
-        inv = labels.long()
-        counts = torch.bincount(inv, minlength=num_classes)
     with torch.autocast(device_type=z.device.type, enabled=False):
         x = z.to(working_dtype(z.dtype))  # rows normalised inside half_logdet_gram
         r = half_logdet_gram(x, d / (m * eps_sq), check=check, name="z", normalize=normalize)
-        # Gather each class's rows into a zero-padded block: (C, n_max, d).
-        order = torch.argsort(inv, stable=True)
-        starts = torch.cumsum(counts, 0) - counts
-        sorted_cls = inv[order]
-        slot = torch.arange(m, device=z.device) - starts[sorted_cls]
-        n_max = int(counts.max())
-        blocks = x.new_zeros(counts.shape[0], n_max, d)
-        blocks = blocks.index_put((sorted_cls, slot), x[order])
-        n = counts.to(x.dtype)
+        if compiling and num_classes is not None:
+            blocks, n = _class_blocks_static(x, labels, num_classes)
+        else:
+            blocks, n = _class_blocks(x, labels)
+        # an absent class (n = 0) would have a = 0 and a zero block: ½·logdet(I) = 0, weight 0
         a_c = torch.where(n > 0, d / (n.clamp_min(1) * eps_sq), torch.zeros_like(n))
         r_cls = half_logdet_gram(blocks, a_c, check=check, name="z", normalize=normalize)
         r_c = (n / m * r_cls).sum()
     return RateReduction(r - r_c, r, r_c)
+
+
+def _class_blocks(x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows of each class *present* in ``labels``, gathered into a zero-padded
+    (C_present, n_max, d) block, and the class sizes (C_present,) in ``x``'s dtype.
+
+    Only present classes are built: an absent class (tr(Π_j) = 0) has weight tr(Π_j)/(2m) = 0 in
+    R_c, so ``num_classes`` never costs more than the batch (``num_classes=10**7`` included).
+    Two host reads (the number of classes and the largest class)."""
+    m = x.shape[0]
+    _, inv, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+    order = torch.argsort(inv, stable=True)
+    starts = torch.cumsum(counts, 0) - counts
+    sorted_cls = inv[order]
+    slot = torch.arange(m, device=x.device) - starts[sorted_cls]
+    blocks = x.new_zeros(counts.shape[0], int(counts.max()), x.shape[1])
+    blocks = blocks.index_put((sorted_cls, slot), x[order])
+    return blocks, counts.to(x.dtype)
+
+
+def _class_blocks_static(
+    x: torch.Tensor, labels: torch.Tensor, num_classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Under ``torch.compile``: every class's block as the whole batch with the other classes'
+    rows zeroed, (num_classes, m, d), shapes known without reading labels on the host (zero rows
+    leave the log-determinant unchanged). Memory num_classes·m·d; labels outside
+    [0, num_classes) belong to no class."""
+    member = labels[None, :] == torch.arange(num_classes, device=labels.device)[:, None]
+    blocks = torch.where(member[:, :, None], x[None], 0.0)
+    return blocks, member.sum(1).to(x.dtype)
