@@ -30,3 +30,25 @@ if [ ! -f "$STAMP" ]; then
     "$PY" -m pip install --quiet -e ".[${PMLAC_EXTRA}]"
     touch "$STAMP"
 fi
+# The glyph benchmark's fonts (benchmark extra only; the tests need none): the pinned Debian font
+# packages of $PMLAC_FONT_SET (default core) via scripts/fonts.sh, unless the arguments choose
+# another font source (--font-dir) or another dataset (--dataset X, X not glyphs), or
+# PMLAC_SKIP_FONTS=1. A failure is reported and the run goes on (the harness then names the
+# missing fonts; --font-dir DIR works without packages).
+if [ "${PMLAC_EXTRA}" = "benchmarks" ] && [ "${PMLAC_SKIP_FONTS:-0}" != "1" ]; then
+    _want_fonts=1
+    _prev=""
+    for _arg in "$@"; do
+        case "$_arg" in
+            --font-dir|--font-dir=*) _want_fonts=0 ;;
+            --dataset=*) [ "${_arg#--dataset=}" = glyphs ] || _want_fonts=0 ;;
+        esac
+        if [ "$_prev" = "--dataset" ] && [ "$_arg" != glyphs ]; then _want_fonts=0; fi
+        _prev="$_arg"
+    done
+    if [ "$_want_fonts" = 1 ]; then
+        PY="$PY" bash "$ROOT/scripts/fonts.sh" "${PMLAC_FONT_SET:-core}" \
+            || echo "[setup] fonts not installed (see above)" >&2
+    fi
+    unset _want_fonts _prev _arg
+fi

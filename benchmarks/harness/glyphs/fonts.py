@@ -24,8 +24,8 @@ of a collection) and keeps one face per design: faces are grouped by family name
 16, else 1) and the regular face of each family is kept (subfamily Regular/Book/Roman/Normal/
 Medium, else the first in file order).
 
-``python -m benchmarks.harness.glyphs.fonts SET`` prints a set's package names (used by
-``scripts/fonts.sh``, so the list is written once, here).
+``python benchmarks/harness/glyphs/fonts.py SET`` (standard library only) prints the packages
+of a set; ``scripts/fonts.sh`` reads them from there, so the list is written once, here.
 """
 
 from __future__ import annotations
@@ -227,7 +227,7 @@ def font_dir_faces(font_dir: str) -> list[FontFace]:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or args[0] not in FONT_SETS:
-        print(f"usage: python -m benchmarks.harness.glyphs.fonts {{{','.join(FONT_SETS)}}}",
+        print(f"usage: python benchmarks/harness/glyphs/fonts.py {{{','.join(FONT_SETS)}}}",
               file=sys.stderr)
         return 2
     print(" ".join(FONT_SETS[args[0]]))
