@@ -13,6 +13,8 @@ from pytorch_metric_learning import losses
 from pml_anticollapse import KoLeoRegularizer, UniformityRegularizer
 from pml_anticollapse.functional import mean_log_nn_distance, uniformity
 from tests.reference_spread import ref_mean_log_nn_distance, ref_uniformity
+from tests.regularizers.test_pml_contract import ALL_LOSSES, WEIGHT_LOSSES, WEIGHT_ROWS, _call
+from tests.regularizers.test_pml_contract import _make as _make_loss
 
 C, D, M = 6, 16, 24
 REG_WEIGHT = 0.37
@@ -60,26 +62,8 @@ class TestWhatIsMinimised:
 
 class TestEmbeddingRegularizer:
     @pytest.mark.parametrize("name", CLASSES)
-    @pytest.mark.parametrize(
-        "loss", ["ContrastiveLoss", "TripletMarginLoss", "MultiSimilarityLoss", "NTXentLoss"]
-    )
-    def test_loss_plus_weight_times_regularizer(self, name, loss):
-        z, y = _batch()
-        bare = getattr(losses, loss)()
-        reg = getattr(losses, loss)(
-            embedding_regularizer=_make(name), embedding_reg_weight=REG_WEIGHT
-        )
-        out = reg(z, y)
-        penalty = PAPER_LOSS[name](z, **SETTINGS[name])
-        expected = bare(z, y).double() + REG_WEIGHT * penalty
-        assert out.dim() == 0 and torch.isfinite(out)
-        torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
-        out.backward()
-        assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
-
-    @pytest.mark.parametrize("name", CLASSES)
-    def test_the_regularizer_changes_the_gradient(self, name):
-        # the identity above could hold with a detached term; the gradients must differ
+    def test_the_regularizer_adds_its_gradient(self, name):
+        # the identities below would also hold with a detached term: the gradients must add up
         z, y = _batch()
         (g_bare,) = torch.autograd.grad(losses.ContrastiveLoss()(z, y), z)
         loss = losses.ContrastiveLoss(embedding_regularizer=_make(name), embedding_reg_weight=1.0)
@@ -89,33 +73,39 @@ class TestEmbeddingRegularizer:
         assert g_term.abs().sum() > 0
 
 
-# how each proxy loss stores its class weights, written independently of the package
-WEIGHT_ROWS = {
-    "ProxyAnchorLoss": lambda loss: loss.proxies,
-    "NormalizedSoftmaxLoss": lambda loss: loss.W.t(),  # stored (dim, num_classes)
-    "ArcFaceLoss": lambda loss: loss.W.t(),
-}
+class TestEveryPMLLoss:
+    """loss(z, y) with the regularizer = bare loss + weight × the paper's loss (float64 loop
+    reference), on every PML loss that takes a regularizer — ContrastiveLoss and ProxyAnchorLoss
+    among them (the loss list and constructors shared with the coding-rate contract test)."""
 
-
-class TestWeightRegularizer:
     @pytest.mark.parametrize("name", CLASSES)
-    @pytest.mark.parametrize("loss", WEIGHT_ROWS)
-    def test_loss_plus_weight_times_regularizer(self, name, loss):
+    @pytest.mark.parametrize(
+        "loss", [n for n in ALL_LOSSES if n not in ("GenericPairLoss", "VICRegLoss")]
+    )
+    def test_embedding_regularizer(self, name, loss):
         z, y = _batch()
-        bare = getattr(losses, loss)(num_classes=C, embedding_size=D)
-        reg = getattr(losses, loss)(
-            num_classes=C, embedding_size=D,
-            weight_regularizer=_make(name), weight_reg_weight=REG_WEIGHT,
-        )
+        bare = _make_loss(loss)
+        reg = _make_loss(loss, embedding_regularizer=_make(name), embedding_reg_weight=REG_WEIGHT)
+        reg.load_state_dict(copy.deepcopy(bare.state_dict()))
+        out = _call(reg, z, y)
+        penalty = PAPER_LOSS[name](z, **SETTINGS[name])
+        expected = _call(bare, z, y).double() + REG_WEIGHT * penalty
+        torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
+        out.backward()
+        assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+
+    @pytest.mark.parametrize("name", CLASSES)
+    @pytest.mark.parametrize("loss", WEIGHT_LOSSES)
+    def test_weight_regularizer(self, name, loss):
+        z, y = _batch()
+        bare = _make_loss(loss)
+        reg = _make_loss(loss, weight_regularizer=_make(name), weight_reg_weight=REG_WEIGHT)
         reg.load_state_dict(copy.deepcopy(bare.state_dict()))
         penalty = PAPER_LOSS[name](WEIGHT_ROWS[loss](bare), **SETTINGS[name])
         out = reg(z, y)
         torch.testing.assert_close(
             out.double(), bare(z, y).double() + REG_WEIGHT * penalty, rtol=1e-5, atol=1e-5
         )
-        out.backward()
-        weight = next(p for p in reg.parameters() if p.dim() == 2)
-        assert torch.isfinite(weight.grad).all() and weight.grad.abs().sum() > 0
 
 
 class TestRegularizerModule:
