@@ -1,8 +1,15 @@
-"""``python -m benchmarks``: the command line of the harness."""
+"""``python -m benchmarks``: the command line of the harness.
+
+:func:`main` reads top to bottom: parse the options; resolve and check the config; plan the run
+(device, protocols, methods; every check that can fail happens here, before the run folder is
+touched); start the process (threads, PML's logger and bars); open the run folder; run the
+cells; write the report.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import os
 import shlex
@@ -14,18 +21,26 @@ import torch
 
 from .. import _shared as _io
 from . import config as config_mod
-from . import registry, report, train
+from . import datasets, registry, report, train
+from .datasets import ProtocolData
 
 EPILOG = """\
 examples:
   python -m benchmarks           # digits, 2 protocols, 13 methods, 3 seeds (< 3 min, 2 CPU cores)
   python -m benchmarks --smoke   # every method, 1 seed, 2 iterations (seconds)
-  python -m benchmarks --methods no_learning triplet triplet+ac --seeds 0 1 2 3 4
+  python -m benchmarks --methods no_learning triplet triplet+coding_rate --seeds 0 1 2 3 4
   python -m benchmarks --dataset cub --data-root ~/data   # local CUB-200-2011, never downloads
   python -m benchmarks --report-only --output DIR         # rebuild the report of a run folder
+  python -m benchmarks --help-config                      # every config key, type and default
 
 A killed run restarted with the same command resumes from the last finished epoch of each cell.
 """
+
+#: Where runs go unless ``--output`` says otherwise (the one results root of the benchmarks).
+RESULTS_ROOT = os.path.join("benchmarks", "results", "runs")
+
+#: Files that mark a folder as a benchmark run (``--fresh`` deletes only such folders).
+RUN_MARKERS = ("config_identity.json", "run.json")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -41,13 +56,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         "or configs/<dataset>.yaml with --dataset)",
     )
     p.add_argument(
-        "--dataset", choices=config_mod.DATASETS, help="dataset (real ones need --data-root)"
+        "--dataset", choices=datasets.dataset_names(), help="dataset (real ones need --data-root)"
     )
     p.add_argument("--data-root", help="local root of the real dataset; nothing is downloaded")
     p.add_argument("--seeds", type=int, nargs="+", help="seeds (default from config: 0 1 2)")
     p.add_argument("--epochs", type=int, help="training epochs per cell")
     p.add_argument("--methods", nargs="+", help="run only these methods (names from the config)")
-    p.add_argument("--protocols", nargs="+", help="run only these protocols (digits)")
+    p.add_argument("--protocols", nargs="+", help="run only these protocols")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument(
@@ -78,6 +93,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--list-methods", action="store_true", help="print the methods of the config and exit"
     )
     p.add_argument(
+        "--help-config",
+        action="store_true",
+        help="print every config key (type, default, meaning) and the registered datasets, "
+        "protocols and models, then exit",
+    )
+    p.add_argument(
         "--progress",
         choices=("all", "cells", "none"),
         default=None,
@@ -87,40 +108,45 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def resolve_config(args) -> dict:
+# ----------------------------------------------------------------------------- config
+
+
+def resolve_config(args) -> config_mod.Config:
+    """The config file (``--config``, else the preset of ``--dataset``, else the default) with
+    the command line's overrides, checked against the schema."""
     if args.config:
         path = args.config
     elif args.dataset and args.dataset != "digits":
         path = os.path.join(config_mod.CONFIG_DIR, f"{args.dataset}.yaml")
     else:
         path = config_mod.DEFAULT_CONFIG
-    cfg = config_mod.load_config(path)
-    if args.dataset:
-        cfg["dataset"]["name"] = args.dataset
+    raw = config_mod.read_config(path)
+    if args.dataset and (raw.get("dataset") or {}).get("name", "digits") != args.dataset:
+        raw["dataset"] = {"name": args.dataset}  # another dataset: none of the old options
     if args.data_root:
-        cfg["dataset"]["root"] = os.path.expanduser(args.data_root)
+        raw.setdefault("dataset", {})["root"] = os.path.expanduser(args.data_root)
     if args.seeds:
-        cfg["seeds"] = list(args.seeds)
+        raw["seeds"] = list(args.seeds)
+    training = raw.setdefault("training", {})
     if args.epochs is not None:
-        cfg["training"]["epochs"] = args.epochs
+        training["epochs"] = args.epochs
     if args.device:
-        cfg["device"] = args.device
+        raw["device"] = args.device
     if args.threads is not None:
-        cfg["threads"] = args.threads
+        raw["threads"] = args.threads
     if args.smoke:  # before --set, so that an explicit --set wins
-        cfg["name"] = cfg["name"] + "-smoke"
+        raw["name"] = str(raw.get("name", config_mod.Config.name)) + "-smoke"
         if not args.seeds:
-            cfg["seeds"] = [0]
+            raw["seeds"] = [0]
         if args.epochs is None:
-            cfg["training"]["epochs"] = 1
-        cfg["training"]["iterations_per_epoch"] = 2
+            training["epochs"] = 1
+        training["iterations_per_epoch"] = 2
     for item in args.set:
         if "=" not in item:
             raise ValueError(f"--set must be KEY=VALUE, got {item!r}")
         key, value = item.split("=", 1)
-        config_mod.set_dotted(cfg, key, config_mod.parse_value(value))
-    config_mod.validate_config(cfg)
-    return cfg
+        config_mod.set_dotted(raw, key, config_mod.parse_value(value))
+    return config_mod.parse_config(raw)
 
 
 def pick_device(name: str) -> torch.device:
@@ -135,23 +161,93 @@ def pick_device(name: str) -> torch.device:
     return dev
 
 
-def _check_buildable(method: dict, cfg: dict, protocol) -> None:
+# ----------------------------------------------------------------------------- plan
+
+
+@dataclasses.dataclass
+class Plan:
+    """What a run does, fully checked: the cells are (protocol, method, seed) in this order."""
+
+    cfg: config_mod.Config
+    device: torch.device
+    protocols: dict[str, ProtocolData]
+    methods: list[config_mod.MethodSpec]
+    skipped: dict[str, str]
+
+    @property
+    def cells(self) -> list[tuple[str, str, int]]:
+        seeds = self.cfg.seeds
+        return [(p, m.name, s) for p in self.protocols for m in self.methods for s in seeds]
+
+    @property
+    def provenance(self) -> dict:
+        return {k: v.provenance for k, v in self.protocols.items() if v.provenance}
+
+
+def _check_buildable(method: config_mod.MethodSpec, cfg, protocol: ProtocolData) -> None:
     """Build the method's loss and miner once, so that a bad argument stops the run before it
     starts rather than in the middle of it."""
-    if method.get("no_learning"):
+    if method.no_learning:
         return
-    context = {
-        "num_classes": protocol.num_train_classes,
-        "embedding_size": cfg["model"]["embedding_size"],
-    }
     try:
-        registry.build(method["loss"], context)
-        registry.build(method.get("miner"), context)
+        train.build_loss_and_miner(cfg, method, protocol.num_train_classes)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"method {method['name']!r}: {e}") from e
+        raise ValueError(f"method {method.name!r}: {e}") from e
 
 
-def _prepare_run_dir(run_dir: str, cfg: dict, fresh: bool) -> None:
+def make_plan(cfg: config_mod.Config, args) -> Plan:
+    """Device, protocols (built: their data are read here) and runnable methods; raises before
+    anything is written."""
+    device = pick_device(cfg.device)
+    protocols = datasets.build(cfg.dataset)
+    if args.protocols:
+        unknown = set(args.protocols) - set(protocols)
+        if unknown:
+            raise ValueError(f"--protocols: unknown {sorted(unknown)}; known: {sorted(protocols)}")
+        protocols = {k: v for k, v in protocols.items() if k in args.protocols}
+    methods = cfg.methods
+    if args.methods:
+        methods = [cfg.method(n) for n in dict.fromkeys(args.methods)]  # a name given twice: once
+    skipped, runnable = {}, []
+    for m in methods:
+        why = None if m.no_learning else registry.check_available(m)
+        if why:
+            skipped[m.name] = why
+            print(f"[benchmarks] skipping method {m.name!r}: {why}", file=sys.stderr)
+        else:
+            _check_buildable(m, cfg, next(iter(protocols.values())))
+            runnable.append(m)
+    if not runnable:
+        raise ValueError(
+            "no method can run: " + "; ".join(f"{k}: {v}" for k, v in skipped.items())
+        )
+    return Plan(cfg, device, protocols, runnable, skipped)
+
+
+# ----------------------------------------------------------------------------- process + folder
+
+
+def start_process(cfg: config_mod.Config, progress: str) -> None:
+    """Process-wide settings, made once the run is known to be valid: CPU threads (torch and
+    faiss's own OpenMP pool), PML's logger and progress bars, one warning filter."""
+    import warnings
+
+    from . import pml2
+
+    # PML's trainer formats its tqdm description from a tensor that requires grad
+    warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True")
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+        try:
+            import faiss
+
+            faiss.omp_set_num_threads(int(cfg.threads))
+        except (ImportError, AttributeError):
+            pass
+    pml2.configure(show_inner_bars=progress == "all")
+
+
+def prepare_run_dir(run_dir: str, identity: dict, fresh: bool) -> None:
     """Create (or, with ``fresh``, empty) the run folder and pin its configuration.
 
     ``--fresh`` deletes only a folder that is empty or holds a benchmark run: never an arbitrary
@@ -168,168 +264,125 @@ def _prepare_run_dir(run_dir: str, cfg: dict, fresh: bool) -> None:
             )
         shutil.rmtree(run_dir)
     os.makedirs(run_dir, exist_ok=True)
-    ident = config_mod.identity(cfg)
     if os.path.exists(ident_path):
-        if _io.read_json(ident_path) != ident:
+        if _io.read_json(ident_path) != identity:
             raise SystemExit(
-                f"{run_dir} holds a run with another configuration; resume it with the same "
-                "command, or pass --fresh (deletes it) or another --output"
+                f"{run_dir} holds a run with another configuration or other data; resume it with "
+                "the same command, or pass --fresh (deletes it) or another --output"
             )
     else:
-        _io.atomic_write_json(ident_path, ident)
+        _io.atomic_write_json(ident_path, identity)
 
 
-#: Where runs go unless ``--output`` says otherwise (the one results root of the benchmarks).
-RESULTS_ROOT = os.path.join("benchmarks", "results", "runs")
+class RunLog:
+    """``run.json``: the plan, the environment and one entry per session (a resumed run keeps
+    its history); rewritten atomically after every computed cell."""
 
-#: Files that mark a folder as a benchmark run (``--fresh`` deletes only such folders).
-RUN_MARKERS = ("config_identity.json", "run.json")
+    def __init__(self, run_dir: str, plan: Plan, command: str):
+        self.path = os.path.join(run_dir, "run.json")
+        sessions = _io.read_json(self.path).get("sessions", []) if os.path.exists(self.path) else []
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        commit = report.git_commit()
+        self.session = {
+            "command": command,
+            "started_utc": now,
+            "wall_seconds": 0.0,  # updated after every cell: a killed session keeps what it did
+            "commit": commit,
+            "device": str(plan.device),
+            "cells_computed": [],
+        }
+        sessions.append(self.session)
+        self.info = {
+            "config": plan.cfg.to_dict(),
+            "plan": plan.cells,
+            "skipped": plan.skipped,
+            "protocols": {k: v.description for k, v in plan.protocols.items()},
+            "provenance": plan.provenance,
+            "command": command,
+            "commit": commit,
+            "device": str(plan.device),
+            "seeds": plan.cfg.seeds,
+            "started_utc": sessions[0]["started_utc"],
+            "sessions": sessions,
+            "environment": report.environment(str(plan.device)),
+        }
+        self.t0 = time.perf_counter()
+        self.write()
+
+    def cell_done(self, key: str) -> None:
+        self.session["cells_computed"].append(key)
+        self.session["wall_seconds"] = round(time.perf_counter() - self.t0, 3)
+        self.write()
+
+    def close(self) -> None:
+        self.session["wall_seconds"] = round(time.perf_counter() - self.t0, 3)
+        sessions = self.info["sessions"]
+        self.info["wall_seconds"] = round(sum(s.get("wall_seconds") or 0.0 for s in sessions), 1)
+        self.write()
+
+    def write(self) -> None:
+        _io.atomic_write_json(self.path, self.info)
 
 
-def _quiet_inner_bars(show: bool) -> None:
-    """PML's trainer and tester draw their own tqdm bars; make them transient (or hide them)."""
-    import functools
-    import types
+def run_cells(plan: Plan, run_dir: str, log: RunLog, progress: str) -> None:
+    import tqdm
 
-    import tqdm as tqdm_mod
-    from pytorch_metric_learning.testers import base_tester
-    from pytorch_metric_learning.trainers import base_trainer
+    by_name = {m.name: m for m in plan.methods}
+    bar = tqdm.tqdm(plan.cells, desc="cells", disable=progress == "none", dynamic_ncols=True)
+    for protocol, name, seed in bar:
+        key = f"{protocol}/{name}/seed{seed}"
+        bar.set_postfix_str(key)
+        done = os.path.exists(train.cell_paths(run_dir, protocol, name, seed)["result"])
+        res = train.run_cell(
+            plan.cfg, run_dir, plan.protocols[protocol], by_name[name], seed, plan.device
+        )
+        bar.set_postfix_str(f"{key} MAP@R={res['metrics']['mean_average_precision_at_r']:.3f}")
+        if not done:
+            log.cell_done(key)
 
-    shim = types.SimpleNamespace(
-        tqdm=functools.partial(tqdm_mod.tqdm, leave=False, disable=not show)
-    )
-    base_trainer.tqdm = shim
-    base_tester.tqdm = shim
+
+def report_only(args) -> int:
+    if not args.output:
+        raise SystemExit("--report-only needs --output RUN_DIR")
+    run_json = os.path.join(args.output, "run.json")
+    if not os.path.isfile(run_json):
+        raise ValueError(f"--report-only: {args.output!r} holds no run (no run.json)")
+    info = _io.read_json(run_json)
+    print(report.build_report(args.output, info, make_plots=not args.no_plots))
+    return 0
+
+
+def list_methods(cfg: config_mod.Config) -> int:
+    for m in cfg.methods:
+        why = None if m.no_learning else registry.check_available(m)
+        print(f"{m.name:28s} {'(skipped: ' + why + ')' if why else m.description or ''}")
+    return 0
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import warnings
-
-    # PML's trainer formats its tqdm description from a tensor that requires grad
-    warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True")
-    command = " ".join(
-        [
-            "python -m benchmarks",
-            *(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
-        ]
-    )
-    if args.report_only:
-        if not args.output:
-            raise SystemExit("--report-only needs --output RUN_DIR")
-        run_json = os.path.join(args.output, "run.json")
-        if not os.path.isfile(run_json):
-            raise ValueError(f"--report-only: {args.output!r} holds no run (no run.json)")
-        info = _io.read_json(run_json)
-        print(report.build_report(args.output, info, make_plots=not args.no_plots))
+    if args.help_config:
+        print(config_mod.help_text())
         return 0
-
+    if args.report_only:
+        return report_only(args)
     cfg = resolve_config(args)
     if args.list_methods:
-        for m in cfg["methods"]:
-            why = None if m.get("no_learning") else registry.check_available(m)
-            print(
-                f"{m['name']:28s} {'(skipped: ' + why + ')' if why else m.get('description', '')}"
-            )
-        return 0
-
-    # Everything that can be checked is checked before the output folder is touched.
-    device = pick_device(cfg.get("device"))
-    from .data import build_protocols
-
-    protocols = build_protocols(cfg)
-    if args.protocols:
-        unknown = set(args.protocols) - set(protocols)
-        if unknown:
-            raise ValueError(f"--protocols: unknown {sorted(unknown)}; known: {sorted(protocols)}")
-        protocols = {k: v for k, v in protocols.items() if k in args.protocols}
-    methods = cfg["methods"]
-    if args.methods:
-        names = list(dict.fromkeys(args.methods))  # a name given twice runs once
-        methods = [config_mod.method_by_name(cfg, n) for n in names]
-    skipped = {}
-    runnable = []
-    for m in methods:
-        why = None if m.get("no_learning") else registry.check_available(m)
-        if why:
-            skipped[m["name"]] = why
-            print(f"[benchmarks] skipping method {m['name']!r}: {why}", file=sys.stderr)
-        else:
-            _check_buildable(m, cfg, next(iter(protocols.values())))
-            runnable.append(m)
-
-    if not runnable:
-        raise ValueError(
-            "no method can run: " + "; ".join(f"{k}: {v}" for k, v in skipped.items())
-        )
-
-    run_dir = args.output or os.path.join(RESULTS_ROOT, cfg["name"])
-    _prepare_run_dir(run_dir, cfg, fresh=args.fresh)
-
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg["threads"]))
-        try:  # faiss (kNN, k-means for NMI) has its own OpenMP pool
-            import faiss
-
-            faiss.omp_set_num_threads(int(cfg["threads"]))
-        except (ImportError, AttributeError):
-            pass
-    if args.progress is None:
-        args.progress = "all" if sys.stderr.isatty() else "cells"
-    _quiet_inner_bars(args.progress == "all")
-
-    plan = [(p, m["name"], s) for p in protocols for m in runnable for s in cfg["seeds"]]
-    run_json = os.path.join(run_dir, "run.json")
-    sessions = _io.read_json(run_json).get("sessions", []) if os.path.exists(run_json) else []
-    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    commit = report.git_commit()
-    session = {
-        "command": command,
-        "started_utc": now,
-        "wall_seconds": 0.0,  # updated after every cell: a killed session keeps what it did
-        "commit": commit,
-        "device": str(device),
-        "cells_computed": [],
-    }
-    sessions.append(session)
-    info = {
-        "config": cfg,
-        "plan": plan,
-        "skipped": skipped,
-        "protocols": {k: v.description for k, v in protocols.items()},
-        "command": command,
-        "commit": commit,
-        "device": str(device),
-        "seeds": cfg["seeds"],
-        "started_utc": sessions[0]["started_utc"],
-        "sessions": sessions,  # one entry per invocation: a resumed run keeps its history
-        "environment": report.environment(str(device)),
-    }
-    _io.atomic_write_json(run_json, info)
-
-    import tqdm
-
-    t0 = time.perf_counter()
-    by_name = {m["name"]: m for m in runnable}
-    bar = tqdm.tqdm(plan, desc="cells", disable=args.progress == "none", dynamic_ncols=True)
-    for protocol, name, seed in bar:
-        bar.set_postfix_str(f"{protocol}/{name}/seed{seed}")
-        done = os.path.exists(train.cell_paths(run_dir, protocol, name, seed)["result"])
-        res = train.run_cell(cfg, run_dir, protocols[protocol], by_name[name], seed, device)
-        map_r = res["metrics"]["mean_average_precision_at_r"]
-        bar.set_postfix_str(f"{protocol}/{name}/seed{seed} MAP@R={map_r:.3f}")
-        if not done:
-            session["cells_computed"].append(f"{protocol}/{name}/seed{seed}")
-            session["wall_seconds"] = round(time.perf_counter() - t0, 3)
-            _io.atomic_write_json(run_json, info)
-    session["wall_seconds"] = round(time.perf_counter() - t0, 3)
-    info["wall_seconds"] = round(sum(s.get("wall_seconds") or 0.0 for s in sessions), 1)
-    _io.atomic_write_json(run_json, info)
-    text = report.build_report(run_dir, info, make_plots=not args.no_plots)
-    print(text)
+        return list_methods(cfg)
+    plan = make_plan(cfg, args)  # every check is done before the output folder is touched
+    run_dir = args.output or os.path.join(RESULTS_ROOT, cfg.name)
+    progress = args.progress or ("all" if sys.stderr.isatty() else "cells")
+    start_process(cfg, progress)
+    prepare_run_dir(run_dir, config_mod.identity(cfg, plan.provenance), fresh=args.fresh)
+    argv_shown = sys.argv[1:] if argv is None else argv
+    command = " ".join(["python -m benchmarks", *(shlex.quote(a) for a in argv_shown)])
+    log = RunLog(run_dir, plan, command)
+    run_cells(plan, run_dir, log, progress)
+    log.close()
+    print(report.build_report(run_dir, log.info, make_plots=not args.no_plots))
     print(
-        f"[benchmarks] {len(plan)} cells in {sessions[-1]['wall_seconds']} s; report in {run_dir}/ "
-        "(table.md, results.json, spectrum_*.png, metrics_*.png, records/)"
+        f"[benchmarks] {len(plan.cells)} cells in {log.session['wall_seconds']} s; report in "
+        f"{run_dir}/ (table.md, results.json, spectrum_*.png, metrics_*.png, records/)"
     )
     return 0
 

@@ -1,13 +1,18 @@
-"""Evaluation on PML's machinery: ``GlobalEmbeddingSpaceTester`` + ``AccuracyCalculator`` (faiss),
-plus the collapse diagnostics of the plugin on the same test embeddings."""
+"""Evaluation on PML's machinery (``pml2.testing``: ``GlobalEmbeddingSpaceTester`` +
+``AccuracyCalculator`` with faiss), plus the collapse diagnostics of the plugin on the same query
+embeddings.
+
+A protocol's queries are ranked against its reference set, or against each other (each query's
+own item excluded) when it has none.
+"""
 
 from __future__ import annotations
 
 import torch
-from pytorch_metric_learning.testers import GlobalEmbeddingSpaceTester
-from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 
 from pml_anticollapse.functional import effective_rank, singular_value_spectrum
+
+from .pml2 import testing
 
 METRIC_LABELS = {
     "precision_at_1": "P@1",
@@ -18,42 +23,42 @@ METRIC_LABELS = {
 }
 
 
-def make_tester(
-    cfg: dict, device: torch.device, hooks=None
-) -> tuple[GlobalEmbeddingSpaceTester, dict]:
-    """The tester and a dict that its end-of-testing hook fills with metrics and diagnostics.
+class Evaluator:
+    """A tester whose end-of-testing hook captures metrics and diagnostics (and forwards to the
+    record-keeper's hook, if given)."""
 
-    ``k="max_bin_count"``: a smaller k silently gives wrong MAP@R (REFERENCE.md §4).
-    """
-    captured: dict = {}
-    metrics = tuple(cfg["evaluation"]["metrics"])
-    calc = AccuracyCalculator(include=metrics, k="max_bin_count", device=device)
+    def __init__(self, metrics, batch_size: int, num_workers: int, device: torch.device,
+                 hooks=None):
+        self.metrics = tuple(metrics)
+        self.hooks = hooks
+        self.captured: dict = {}
+        self.tester = testing.make_tester(
+            metrics=self.metrics,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            device=device,
+            end_of_testing_hook=self._end_of_testing,
+        )
 
-    def end_of_testing_hook(tester):
-        if hooks is not None:
-            hooks.end_of_testing_hook(tester)
-        emb, _ = tester.embeddings_and_labels["test"]
+    def _end_of_testing(self, tester) -> None:
+        if self.hooks is not None:
+            self.hooks.end_of_testing_hook(tester)
+        emb, metrics = testing.embeddings_and_accuracies(tester, self.metrics)
         emb = emb.detach().float().cpu().contiguous()
-        acc = tester.all_accuracies["test"]
-        captured["metrics"] = {m: float(acc[f"{m}_level0"]) for m in metrics}
-        captured["metrics"]["effective_rank"] = float(effective_rank(emb))
-        captured["spectrum"] = [float(s) for s in singular_value_spectrum(emb)]
-        captured["num_test"] = int(emb.shape[0])
-        captured["dim"] = int(emb.shape[1])
+        self.captured["metrics"] = metrics
+        self.captured["metrics"]["effective_rank"] = float(effective_rank(emb))
+        self.captured["spectrum"] = [float(s) for s in singular_value_spectrum(emb)]
+        self.captured["num_test"] = int(emb.shape[0])
+        self.captured["dim"] = int(emb.shape[1])
 
-    tester = GlobalEmbeddingSpaceTester(
-        normalize_embeddings=True,
-        batch_size=cfg["evaluation"]["batch_size"],
-        dataloader_num_workers=cfg["training"].get("num_workers", 0),
-        data_device=device,
-        accuracy_calculator=calc,
-        end_of_testing_hook=end_of_testing_hook,
-    )
-    return tester, captured
+    def run(self, query_set, reference_set, epoch: int, trunk, embedder) -> dict:
+        """Metrics of ``query_set`` ranked against ``reference_set`` (None: against itself).
 
-
-def run_tester(tester, captured: dict, test_set, epoch: int, trunk, embedder) -> dict:
-    """Run the tester on the test split (queries = references, self excluded)."""
-    # faiss asserts on non-contiguous tensors; the tester builds fresh contiguous buffers.
-    tester.test({"test": test_set}, epoch, trunk, embedder, splits_to_eval=[("test", ["test"])])
-    return dict(captured)
+        faiss asserts on non-contiguous tensors; the tester builds fresh contiguous buffers.
+        """
+        self.captured.clear()
+        testing.run(self.tester, query_set, reference_set, epoch, trunk, embedder)
+        out = dict(self.captured)
+        if reference_set is not None:
+            out["num_reference"] = len(reference_set)
+        return out

@@ -1,7 +1,8 @@
 """Class names in configs -> classes of the plugin or of pytorch-metric-learning, built lazily.
 
 A name is resolved when a method is built, not at import, so the harness runs while a class is
-still missing (it reports the method as skipped with the reason).
+still missing (it reports the method as skipped with the reason). A bare name that exists in both
+packages (``RankedListLoss``) is an error that names both fully-qualified choices.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ class MissingClassError(LookupError):
 
 
 def resolve(name: str) -> type:
-    """The class for ``name``: a dotted path, or a bare name searched in the plugin, then PML."""
+    """The class for ``name``: a dotted path, or a bare name found in exactly one of the plugin's
+    and PML's modules of ``KINDS`` (a bare name of both is a ``ValueError`` naming both)."""
     if not isinstance(name, str) or not name:
         raise TypeError(f"class must be a non-empty string, got {name!r}")
     if "." in name:
@@ -31,6 +33,7 @@ def resolve(name: str) -> type:
         if not hasattr(module, attr):
             raise MissingClassError(f"class {name!r}: {module_name!r} has no attribute {attr!r}")
         return getattr(module, attr)
+    found = {}
     for package in PACKAGES:
         for kind in KINDS:
             try:
@@ -38,7 +41,14 @@ def resolve(name: str) -> type:
             except ImportError:
                 continue
             if hasattr(module, name):
-                return getattr(module, name)
+                found.setdefault(getattr(module, name), f"{package}.{kind}.{name}")
+    if len(found) > 1:
+        raise ValueError(
+            f"class {name!r} is ambiguous: it names {' and '.join(sorted(found.values()))}; "
+            "write the fully-qualified name of the one you mean"
+        )
+    if found:
+        return next(iter(found))
     raise MissingClassError(
         f"class {name!r} is in none of {', '.join(p + '.' + k for p in PACKAGES for k in KINDS)}"
     )
@@ -96,10 +106,11 @@ def build(spec: Any, context: dict[str, Any] | None = None) -> Any:
         raise TypeError(f"cannot build {spec['class']} with args {sorted(args)}: {e}") from e
 
 
-def check_available(method: dict) -> str | None:
-    """None when every class of ``method`` imports, else the reason it must be skipped."""
-    for key in ("loss", "miner"):
-        for name in class_names(method.get(key)):
+def check_available(method) -> str | None:
+    """None when every class of ``method`` (a ``config.MethodSpec``) imports, else the reason
+    it must be skipped. A bare name of both packages raises ``ValueError`` (not a skip)."""
+    for spec in (method.loss, method.miner):
+        for name in class_names(spec):
             try:
                 resolve(name)
             except MissingClassError as e:

@@ -65,7 +65,23 @@ def _fmt(v: dict | None, metric: str) -> str:
     return f"{v['mean']:.3f} ± {v['std']:.3f}"
 
 
-def markdown_table(agg: dict, protocols_desc: dict, skipped: dict, method_order: list[str]) -> str:
+def floor_method(run_info: dict) -> str | None:
+    """The name of the first method flagged ``no_learning: true`` in the run's config (the floor
+    row that ▲ compares against), or None."""
+    for m in run_info.get("config", {}).get("methods", []):
+        if m.get("no_learning"):
+            return m["name"]
+    return None
+
+
+def markdown_table(
+    agg: dict,
+    protocols_desc: dict,
+    skipped: dict,
+    method_order: list[str],
+    floor_name: str | None = None,
+) -> str:
+    """The table per protocol; ▲ marks rows whose mean MAP@R is above the ``floor_name`` row."""
     lines = []
     for protocol, rows in agg.items():
         lines.append(f"### {protocol}")
@@ -76,13 +92,13 @@ def markdown_table(agg: dict, protocols_desc: dict, skipped: dict, method_order:
         header = ["method", *[METRIC_LABELS[m] for m in TABLE_METRICS], "seeds"]
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
-        floor = rows.get("no_learning", {}).get("mean_average_precision_at_r")
+        floor = rows.get(floor_name, {}).get("mean_average_precision_at_r")
         for method in [m for m in method_order if m in rows]:
             row = rows[method]
             name = method
             if (
                 floor is not None
-                and method != "no_learning"
+                and method != floor_name
                 and "mean_average_precision_at_r" in row
                 # as displayed: a row that prints the same value as the floor is not above it
                 and round(row["mean_average_precision_at_r"]["mean"], 3) > round(floor["mean"], 3)
@@ -91,9 +107,9 @@ def markdown_table(agg: dict, protocols_desc: dict, skipped: dict, method_order:
             cells = [_fmt(row.get(m), m) for m in TABLE_METRICS]
             lines.append("| " + " | ".join([name, *cells, str(len(row["seeds"]))]) + " |")
         lines.append("")
-    if any(r.get("no_learning") for r in agg.values()):
+    if floor_name is not None and any(r.get(floor_name) for r in agg.values()):
         lines.append(
-            "▲ = mean MAP@R above the `no_learning` row (raw inputs, L2-normalised) "
+            f"▲ = mean MAP@R above the `{floor_name}` row (raw inputs, L2-normalised) "
             "of the same protocol."
         )
         lines.append("")
@@ -148,7 +164,13 @@ def environment(device: str) -> dict:
     return {"versions": versions, "hardware": info}
 
 
-def plot(agg: dict, cells: list[dict], method_order: list[str], out_dir: str) -> list[str]:
+def plot(
+    agg: dict,
+    cells: list[dict],
+    method_order: list[str],
+    out_dir: str,
+    floor_name: str | None = None,
+) -> list[str]:
     """Per protocol: the spectrum of each method (mean over seeds), the metrics with error bars."""
     import matplotlib
 
@@ -172,8 +194,8 @@ def plot(agg: dict, cells: list[dict], method_order: list[str], out_dir: str) ->
                 np.arange(1, n + 1),
                 s / s.sum(),
                 label=method,
-                lw=2 if method == "no_learning" else 1,
-                ls="--" if method == "no_learning" else "-",
+                lw=2 if method == floor_name else 1,
+                ls="--" if method == floor_name else "-",
                 color=colors(i % 20),
             )
         ax.set_ylim(bottom=1e-4)  # below that: numerically zero directions (constant pixels)
@@ -232,8 +254,9 @@ def build_report(run_dir: str, run_info: dict, make_plots: bool = True) -> str:
         if m not in method_order:
             method_order.append(m)
     agg = aggregate(cells)
+    floor_name = floor_method(run_info)
     table = markdown_table(
-        agg, run_info.get("protocols", {}), run_info.get("skipped", {}), method_order
+        agg, run_info.get("protocols", {}), run_info.get("skipped", {}), method_order, floor_name
     )
     missing = [
         list(p)
@@ -272,6 +295,7 @@ def build_report(run_dir: str, run_info: dict, make_plots: bool = True) -> str:
             **run_info.get("environment", {}),
             "config": run_info["config"],
             "skipped": run_info.get("skipped", {}),
+            "provenance": run_info.get("provenance", {}),
             "missing_cells": missing,
             "argv": sys.argv,
         },
@@ -280,5 +304,5 @@ def build_report(run_dir: str, run_info: dict, make_plots: bool = True) -> str:
     }
     _io.atomic_write_json(os.path.join(run_dir, "results.json"), results)
     if make_plots and cells:
-        plot(agg, cells, method_order, run_dir)
+        plot(agg, cells, method_order, run_dir, floor_name)
     return text
