@@ -2,8 +2,26 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+try:
+    from hypothesis import HealthCheck, settings
+except ImportError:  # hypothesis is a test extra; only tests/properties needs it
+    settings = None
+
+if settings is not None:
+    # "ci" (the default): derandomised, so every run draws the same 500 examples per property and
+    # a failure reproduces; no example database written into the tree. HYPOTHESIS_PROFILE=dev
+    # explores new random examples locally.
+    _common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    settings.register_profile(
+        "ci", derandomize=True, max_examples=500, database=None, print_blob=True, **_common
+    )
+    settings.register_profile("dev", max_examples=500, **_common)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_addoption(parser):

@@ -243,11 +243,13 @@ def check_no_indices_tuple(indices_tuple: object, owner: str) -> None:
 
 
 def _pow2_scale(amax: torch.Tensor) -> torch.Tensor:
-    """2^floor(log2(amax)) where amax > 0 and finite, else 1 (detached; ≤ amax, so finite)."""
+    """2^(e−1) ≤ amax < 2^e where amax > 0 and finite, else 1 (detached; exact, never inf: frexp
+    reads the exponent, where 2^floor(log2(amax)) rounds up to inf near the float maximum)."""
     amax = amax.detach()
     ok = (amax > 0) & torch.isfinite(amax)
-    safe = torch.where(ok, amax, torch.ones_like(amax))
-    return torch.where(ok, torch.exp2(torch.floor(torch.log2(safe))), torch.ones_like(amax))
+    _, exponent = torch.frexp(torch.where(ok, amax, torch.ones_like(amax)))
+    scale = torch.ldexp(torch.ones_like(amax), exponent - 1)
+    return torch.where(ok, scale, torch.ones_like(amax))
 
 
 def rescale_rows(x: torch.Tensor) -> torch.Tensor:

@@ -126,7 +126,9 @@ def intra_inter_distance_ratio(
         π_inter = mean over pairs of classes c ≠ c' of d(μ_c, μ_c'), μ the class means.
     A ratio near 0 means every class has shrunk to a point (class collapse).
 
-    Returns NaN when no class has two members or fewer than two classes are present.
+    Returns NaN when no class has two members or fewer than two classes are present, and the
+    plain quotient when every class mean coincides (π_inter = 0): NaN if the classes are points
+    too (0/0, e.g. an all-zero batch), inf otherwise.
     Raises ``ValueError`` for NaN/inf in ``z`` (which would otherwise give NaN too).
 
     Reference: Roth et al., arXiv 2002.08473 (2020), Sec. 5 ("embedding space density").

@@ -59,7 +59,7 @@ def _masked_weighted_mean(
     w = w / w.sum(1, keepdim=True).clamp_min(1.0)
     if detach_weights:
         w = w.detach()
-    return (w * values).sum(1)
+    return (w * torch.where(mask, values, 0.0)).sum(1)  # 0·(−inf) outside the mask is no NaN
 
 
 def ranked_list_loss(
@@ -183,6 +183,12 @@ def _ranked_list_loss_parts(
             x = x / s
             y = x if self_ref else y / s
             d = s * _safe_distances(x, y.detach() if query_grad_only else y)
+            if check and not bool(torch.isfinite(d).all()):
+                raise ValueError(
+                    "the distances between embeddings and ref_emb must be finite in float64, got "
+                    f"an overflow (largest |entry| {float(s):g} or more): rescale the embeddings "
+                    "or use normalize=True"
+                )
 
         labels = labels.to(x.device)
         ref_labels = ref_labels.to(x.device)

@@ -17,6 +17,7 @@ from ..functional._checks import (
     check_optional_flag,
     check_positive,
     check_ref,
+    resolve_check,
 )
 from ..functional.ranked_list import _ranked_list_loss_parts, ranked_list_loss  # noqa: F401
 
@@ -140,7 +141,7 @@ class RankedListLoss(BaseMetricLossFunction):
             normalize=self.distance.normalize_embeddings,
             detach_weights=self.detach_weights,
             query_grad_only=self.query_grad_only,
-            check=False,  # checked in forward, under this class's check policy
+            check=resolve_check(self.check, embeddings),
         )
         if self.collect_stats:
             self.num_positive_pairs = positives.sum().detach()
