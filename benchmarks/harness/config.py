@@ -87,6 +87,9 @@ class MethodSpec:
     loss: dict | None = option(None, "class spec {class: Name, args: {...}}")
     miner: dict | None = option(None, "class spec, optional")
     no_learning: bool = option(False, "raw inputs, L2-normalised, no training (the floor row)")
+    search: dict | None = option(
+        None, "hyperparameter search space, dotted key -> distribution (see tuning.py)"
+    )
 
     def validate(self, where: str) -> None:
         if not self.no_learning and self.loss is None:

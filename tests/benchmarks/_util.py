@@ -7,6 +7,8 @@ import sqlite3
 import subprocess
 import sys
 
+import numpy as np
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -52,10 +54,9 @@ def sqlite_dump(path: str) -> dict:
 def digits_cell(name: str, training: dict, methods: list[dict]):
     """(config, protocol) for calling ``train.run_cell`` directly: the zero-shot digits protocol
     (train 0–4, test 5–9), seed 0, one thread, the given training settings and methods."""
-    from benchmarks.harness import config, data
+    from benchmarks.harness import config, datasets
 
-    cfg = config.deep_merge(
-        config.DEFAULTS,
+    cfg = config.parse_config(
         {
             "name": name,
             "seeds": [0],
@@ -72,7 +73,57 @@ def digits_cell(name: str, training: dict, methods: list[dict]):
             },
             "training": training,
             "methods": methods,
-        },
+        }
     )
-    config.validate_config(cfg)
-    return cfg, data.build_protocols(cfg)["zs"]
+    return cfg, datasets.build(cfg.dataset)["zs"]
+
+
+def retrieval_reference(
+    xq: np.ndarray, yq: np.ndarray, xr: np.ndarray | None = None, yr: np.ndarray | None = None
+) -> tuple[float, float]:
+    """(P@1, MAP@R) by brute force in float64, independent of PML and faiss: a full argsort of
+    the Euclidean distances between L2-normalised rows. ``xr=None``: queries are their own
+    references, each query's own row excluded; else ranked against the distinct ``xr``, and R is
+    the number of references that share the query's label."""
+    xq = xq.astype(np.float64)
+    xq = xq / np.linalg.norm(xq, axis=1, keepdims=True)
+    self_ref = xr is None
+    if self_ref:
+        xr, yr = xq, yq
+    else:
+        xr = xr.astype(np.float64)
+        xr = xr / np.linalg.norm(xr, axis=1, keepdims=True)
+    d = ((xq[:, None, :] - xr[None, :, :]) ** 2).sum(-1)
+    if self_ref:
+        np.fill_diagonal(d, np.inf)
+    order = np.argsort(d, axis=1, kind="stable")
+    p1, aps = [], []
+    for i in range(len(yq)):
+        r = int((yr == yq[i]).sum()) - (1 if self_ref else 0)
+        rel = (yr[order[i, :r]] == yq[i]).astype(np.float64)
+        prec = np.cumsum(rel) / np.arange(1, r + 1)
+        aps.append((prec * rel).sum() / r)
+        p1.append(float(yr[order[i, 0]] == yq[i]))
+    return float(np.mean(p1)), float(np.mean(aps))
+
+
+#: ``python -c`` program that runs the CLI with a pause before every checkpoint is written (a
+#: window for a test to SIGKILL the process between an epoch's end and its checkpoint). The pause
+#: lives here, in the tests, not in the harness.
+_DELAYED_CLI = """\
+import sys, time
+from benchmarks.harness import train
+save = train.Checkpoint.save
+def delayed(self, *args, **kwargs):
+    time.sleep({seconds})
+    return save(self, *args, **kwargs)
+train.Checkpoint.save = delayed
+from benchmarks.harness.cli import run
+sys.argv[0] = "benchmarks"
+sys.exit(run())
+"""
+
+
+def cli_command_with_checkpoint_delay(seconds: float, *args: str) -> list[str]:
+    """``cli_command(*args)`` with a ``seconds`` pause before each checkpoint is written."""
+    return [sys.executable, "-c", _DELAYED_CLI.format(seconds=float(seconds)), *args]

@@ -8,18 +8,19 @@ after its first epoch's checkpoint and resumed ends exactly where the uninterrup
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 from pytorch_metric_learning import trainers
 
-from benchmarks.harness import config, train
+from benchmarks.harness import train
 from tests.benchmarks._util import digits_cell
 
 TRAINING = {"epochs": 2, "batch_size": 40, "m_per_class": 8, "iterations_per_epoch": 3, "amp": True}
 METHOD = {
-    "name": "triplet+ac",
+    "name": "triplet+coding_rate",
     "loss": {
         "class": "TripletMarginLoss",
         "args": {
@@ -34,7 +35,7 @@ METHOD = {
 @pytest.fixture(scope="module")
 def setup():
     cfg, protocol = digits_cell("amp-test", TRAINING, [METHOD])
-    return cfg, protocol, cfg["methods"][0]
+    return cfg, protocol, cfg.methods[0]
 
 
 def _metrics(result):
@@ -63,7 +64,7 @@ def test_embeddings_are_computed_under_bfloat16_autocast(setup, tmp_path, monkey
 
 def test_amp_off_trains_in_float32(setup, tmp_path, monkeypatch):
     cfg, protocol, method = setup
-    cfg = config.deep_merge(cfg, {"training": {"amp": False}})
+    cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, amp=False))
     seen = []
     original = trainers.MetricLossOnly.compute_embeddings
 
@@ -81,7 +82,7 @@ def test_stopped_and_resumed_amp_run_matches_the_uninterrupted_one(setup, tmp_pa
     cfg, protocol, method = setup
     cpu = torch.device("cpu")
     whole = train.run_cell(cfg, str(tmp_path / "whole"), protocol, method, 0, cpu)
-    with pytest.raises(SystemExit, match="stopped after epoch 1"):
+    with pytest.raises(train.CellInterrupted, match="stopped after epoch 1"):
         train.run_cell(cfg, str(tmp_path / "cut"), protocol, method, 0, cpu, stop_after_epoch=1)
     ckpt = next((tmp_path / "cut").rglob("ckpt.pt"))
     assert "grad_scaler" in torch.load(ckpt, weights_only=False)

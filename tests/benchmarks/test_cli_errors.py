@@ -109,19 +109,18 @@ def test_smoke_defaults_yield_to_set(cfg_path):
     args = cli.parse_args(["--config", str(cfg_path), "--smoke", "--set", "seeds=[5]",
                            "--set", "training.epochs=3"])
     cfg = cli.resolve_config(args)
-    assert cfg["seeds"] == [5] and cfg["training"]["epochs"] == 3
-    assert cfg["training"]["iterations_per_epoch"] == 2  # the smoke default that was not set
+    assert cfg.seeds == [5] and cfg.training.epochs == 3
+    assert cfg.training.iterations_per_epoch == 2  # the smoke default that was not set
 
 
 def test_tilde_is_expanded_in_paths(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     (tmp_path / "w.pth").write_bytes(b"")
-    cfg = config.deep_merge(config.DEFAULTS, {"model": {"weights": "~/w.pth"},
-                                              "dataset": {"root": "~/data"}})
-    cfg["methods"] = [{"name": "no_learning", "no_learning": True}]
-    config.validate_config(cfg)
-    assert cfg["model"]["weights"] == str(tmp_path / "w.pth")
-    assert cfg["dataset"]["root"] == str(tmp_path / "data")
+    cfg = config.parse_config({"model": {"weights": "~/w.pth"},
+                               "dataset": {"name": "cub", "root": "~/data"},
+                               "methods": [{"name": "no_learning", "no_learning": True}]})
+    assert cfg.model.weights == str(tmp_path / "w.pth")
+    assert cfg.dataset.options.root == str(tmp_path / "data")
 
 
 def test_sessions_record_their_cells_commit_device_and_time(cfg_path, tmp_path):
@@ -159,7 +158,7 @@ def test_the_above_floor_marker_compares_displayed_values():
         return {"mean_average_precision_at_r": {"mean": v, "std": 0.0, "n": 1}, "seeds": [0]}
 
     agg = {"zs": {"no_learning": row(0.60556), "same": row(0.60570), "above": row(0.6066)}}
-    table = report.markdown_table(agg, {}, {}, ["no_learning", "same", "above"])
+    table = report.markdown_table(agg, {}, {}, ["no_learning", "same", "above"], "no_learning")
     assert "| same |" in table and "| above ▲ |" in table
 
 

@@ -1,4 +1,4 @@
-"""The residual digits models of the harness (``benchmarks/harness/digits_models.py``)."""
+"""The residual digits models of the harness (``benchmarks/harness/models/digits.py``)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.harness import digits_models, train
-from benchmarks.harness.data import ProtocolData, TensorPairs
+from benchmarks.harness import config, train
+from benchmarks.harness.datasets import ProtocolData, TensorPairs
+from benchmarks.harness.models import digits as digits_models
 
 
 def _pixels(n: int = 16, d: int = 64, seed: int = 0) -> torch.Tensor:
@@ -103,7 +104,12 @@ class TestRegistration:
     def test_build_models_maps_the_name(self, name, cls, size):
         x = _pixels(n=4)
         pairs = TensorPairs(x, torch.arange(4))
-        cfg = {"model": {"name": name, "embedding_size": size, "hidden": 16}}
+        cfg = config.parse_config(
+            {
+                "model": {"name": name, "embedding_size": size, "hidden": 16},
+                "methods": [{"name": "no_learning", "no_learning": True}],
+            }
+        )
         data = _protocol_data(pairs)
         trunk, embedder = train.build_models(cfg, data, no_learning=False)
         assert type(trunk) is cls
@@ -115,7 +121,7 @@ def _protocol_data(pairs):
     return ProtocolData(
         name="fold",
         train=pairs,
-        test=pairs,
+        query=pairs,
         num_train_classes=4,
         input_kind="vector",
         description="test",

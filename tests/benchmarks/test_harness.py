@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -9,28 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.harness import cli, config, data, registry, report, train
-from tests.benchmarks._util import run_cli, sqlite_dump
-
-
-def map_at_r_reference(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """(P@1, MAP@R) by brute force in float64, queries = references, self excluded.
-
-    Independent of PML/faiss: full argsort of Euclidean distances of the L2-normalised rows.
-    """
-    x = x.astype(np.float64)
-    x = x / np.linalg.norm(x, axis=1, keepdims=True)
-    d = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
-    np.fill_diagonal(d, np.inf)
-    order = np.argsort(d, axis=1, kind="stable")
-    p1, aps = [], []
-    for i in range(len(y)):
-        r = int((y == y[i]).sum()) - 1
-        rel = (y[order[i, :r]] == y[i]).astype(np.float64)
-        prec = np.cumsum(rel) / np.arange(1, r + 1)
-        aps.append((prec * rel).sum() / r)
-        p1.append(rel[0])
-    return float(np.mean(p1)), float(np.mean(aps))
+from benchmarks.harness import cli, config, datasets, registry, report, train
+from benchmarks.harness.datasets import digits as digits_data
+from tests.benchmarks._util import retrieval_reference, run_cli, sqlite_dump
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +32,11 @@ class TestSmokeRun:
         results = json.loads((out / "results.json").read_text())
         skipped = results["metadata"]["skipped"]
         for protocol in ("zero_shot", "superclass"):
-            for m in cfg["methods"]:
-                if m["name"] in skipped:
-                    assert f"`{m['name']}`" in table
+            for m in cfg.methods:
+                if m.name in skipped:
+                    assert f"`{m.name}`" in table
                     continue
-                assert m["name"] in results["summary"][protocol]
+                assert m.name in results["summary"][protocol]
         assert "| no_learning |" in table
         for label in ("P@1", "R-Prec", "MAP@R", "NMI", "eff. rank"):
             assert label in table
@@ -62,9 +44,9 @@ class TestSmokeRun:
     def test_no_learning_row_equals_brute_force_reference(self, smoke_run):
         out, _ = smoke_run
         cell = json.loads((out / "cells" / "zero_shot" / "no_learning" / "seed0.json").read_text())
-        x, y = data.load_digits_arrays()
+        x, y = digits_data.load_digits_arrays()
         keep = y >= 5
-        p1, map_r = map_at_r_reference(x[keep], y[keep])
+        p1, map_r = retrieval_reference(x[keep], y[keep])
         assert cell["metrics"]["precision_at_1"] == pytest.approx(p1, abs=1e-6)
         assert cell["metrics"]["mean_average_precision_at_r"] == pytest.approx(map_r, abs=1e-6)
         assert map_r == pytest.approx(0.606, abs=5e-4)  # REFERENCE.md §6
@@ -79,7 +61,7 @@ class TestSmokeRun:
         assert meta["versions"]["pytorch_metric_learning"]
         assert meta["config"]["training"]["iterations_per_epoch"] == 2
         assert meta["missing_cells"] == []
-        n_methods = len(config.load_config()["methods"]) - len(meta["skipped"])
+        n_methods = len(config.load_config().methods) - len(meta["skipped"])
         assert len(results["results"]) == 2 * n_methods
 
     def test_plots_are_png(self, smoke_run):
@@ -125,12 +107,18 @@ class TestSmokeRun:
         assert "another configuration" in proc.stderr
 
 
+def _default_with(key: str, value) -> dict:
+    raw = config.read_config()
+    config.set_dotted(raw, key, value)
+    return raw
+
+
 class TestConfig:
     def test_default_config_loads(self):
         cfg = config.load_config()
-        assert cfg["dataset"]["name"] == "digits"
-        assert set(cfg["dataset"]["protocols"]) == {"zero_shot", "superclass"}
-        assert cfg["methods"][0]["name"] == "no_learning"
+        assert cfg.dataset.name == "digits"
+        assert set(cfg.dataset.protocols) == {"zero_shot", "superclass"}
+        assert cfg.methods[0].name == "no_learning" and cfg.methods[0].no_learning
 
     @pytest.mark.parametrize(
         "key, value, match",
@@ -148,15 +136,42 @@ class TestConfig:
             (
                 "dataset.protocols.zero_shot.type",
                 "fewshot",
-                r"dataset.protocols.zero_shot.type must be",
+                r"dataset.protocols.zero_shot.type must be one of \['superclass', 'zero_shot'\]",
             ),
+            ("model.name", "resnet5", r"model.name must be one of \['digits_mlp'"),
+            ("dataset.protocols.zero_shot.test_classes", [1, 5],
+             r"dataset.protocols.zero_shot: train_classes and test_classes must be disjoint"),
+            ("dataset.protocols.superclass.bogus", 1,
+             "unknown config key 'dataset.protocols.superclass.bogus'"),
+            ("dataset.image_size", 32, "unknown config key 'dataset.image_size'"),
+            ("methods", [{"name": "x"}], "method 'x' must give a 'loss'"),
         ],
     )
     def test_invalid_values_are_named(self, key, value, match):
-        cfg = config.load_config()
-        config.set_dotted(cfg, key, value)
         with pytest.raises(ValueError, match=match):
-            config.validate_config(cfg)
+            config.parse_config(_default_with(key, value))
+
+    def test_defaults_are_filled_from_the_schema(self):
+        cfg = config.parse_config({"methods": [{"name": "n", "no_learning": True}]})
+        assert cfg.training.batch_size == 64 and cfg.model.name == "digits_mlp"
+        assert cfg.evaluation.metrics[0] == "precision_at_1"
+        assert set(cfg.dataset.protocols) == {"zero_shot"}
+        zs = cfg.dataset.protocols["zero_shot"]
+        assert (zs.train_classes, zs.test_classes) == ([0, 1, 2, 3, 4], [5, 6, 7, 8, 9])
+
+    def test_dict_round_trip(self):
+        cfg = config.load_config()
+        again = config.parse_config(cfg.to_dict())
+        assert again.to_dict() == cfg.to_dict()
+
+    def test_help_config_lists_every_key(self, capsys):
+        assert cli.main(["--help-config"]) == 0
+        text = capsys.readouterr().out
+        for key in ("training.lr_trunk", "evaluation.metrics", "model.weights",
+                    "dataset.split_seed", "dataset.protocols.<name>.groups", "methods[].miner"):
+            assert key in text, key
+        for name in ("digits_residual_mlp", "resnet50", "dataset.name: cub"):
+            assert name in text
 
     def test_cli_overrides(self):
         args = cli.parse_args(
@@ -173,33 +188,32 @@ class TestConfig:
             ]
         )
         cfg = cli.resolve_config(args)
-        assert cfg["seeds"] == [3, 4]
-        assert cfg["training"]["epochs"] == 2
-        assert cfg["training"]["lr_trunk"] == 0.5
-        assert cfg["device"] == "cpu"
+        assert cfg.seeds == [3, 4]
+        assert cfg.training.epochs == 2
+        assert cfg.training.lr_trunk == 0.5
+        assert cfg.device == "cpu"
 
     def test_smoke_overrides(self):
         cfg = cli.resolve_config(cli.parse_args(["--smoke"]))
-        assert cfg["seeds"] == [0] and cfg["training"]["epochs"] == 1
-        assert cfg["training"]["iterations_per_epoch"] == 2
-        assert cfg["name"].endswith("-smoke")
+        assert cfg.seeds == [0] and cfg.training.epochs == 1
+        assert cfg.training.iterations_per_epoch == 2
+        assert cfg.name.endswith("-smoke")
 
     def test_set_needs_key_value(self):
         with pytest.raises(ValueError, match="--set must be KEY=VALUE"):
             cli.resolve_config(cli.parse_args(["--set", "training.epochs"]))
 
-    def test_identity_ignores_selection_keys(self):
+    def test_identity_ignores_selection_keys_and_holds_provenance(self):
         a = config.load_config()
-        b = config.load_config()
-        b["seeds"] = [7]
-        b["device"] = "cuda"
+        b = config.parse_config({**config.read_config(), "seeds": [7], "device": "cuda"})
         assert config.identity(a) == config.identity(b)
-        b["training"]["epochs"] = 99
-        assert config.identity(a) != config.identity(b)
+        c = config.parse_config(_default_with("training.epochs", 99))
+        assert config.identity(a) != config.identity(c)
+        assert config.identity(a, {"zs": {"fonts": "x"}}) != config.identity(a)
 
 
 class TestRegistry:
-    def test_plugin_before_pml(self):
+    def test_bare_names_resolve_in_either_package(self):
         from pytorch_metric_learning import losses
 
         import pml_anticollapse.losses as plugin_losses
@@ -211,20 +225,42 @@ class TestRegistry:
             == "MultiSimilarityMiner"
         )
 
+    def test_a_bare_name_of_both_packages_is_an_error_naming_both(self):
+        from pytorch_metric_learning import losses
+
+        import pml_anticollapse.losses as plugin_losses
+
+        with pytest.raises(ValueError, match=r"class 'RankedListLoss' is ambiguous: it names "
+                           r"pml_anticollapse\.losses\.RankedListLoss and "
+                           r"pytorch_metric_learning\.losses\.RankedListLoss"):
+            registry.resolve("RankedListLoss")
+        assert registry.resolve("pml_anticollapse.losses.RankedListLoss") is (
+            plugin_losses.RankedListLoss
+        )
+        assert registry.resolve("pytorch_metric_learning.losses.RankedListLoss") is (
+            losses.RankedListLoss
+        )
+
+    def test_the_ambiguity_stops_the_cli_before_the_folder(self, tmp_path):
+        out = tmp_path / "run"
+        with pytest.raises(ValueError, match="'RankedListLoss' is ambiguous"):
+            cli.main(["--smoke", "--output", str(out), "--progress", "none", "--set",
+                      "methods=[{name: rll, loss: {class: RankedListLoss}}]"])
+        assert not out.exists()
+
     def test_missing_class(self):
         with pytest.raises(registry.MissingClassError, match="NoSuchLoss"):
             registry.resolve("NoSuchLoss")
         with pytest.raises(registry.MissingClassError, match="no attribute 'Nope'"):
             registry.resolve("pml_anticollapse.miners.Nope")
-        method = {
-            "name": "x",
-            "loss": {"class": "TripletMarginLoss"},
-            "miner": {"class": "pml_anticollapse.miners.Nope"},
-        }
-        assert "Nope" in registry.check_available(method)
-        assert (
-            registry.check_available({"name": "y", "loss": {"class": "TripletMarginLoss"}}) is None
+        method = config.MethodSpec(
+            name="x",
+            loss={"class": "TripletMarginLoss"},
+            miner={"class": "pml_anticollapse.miners.Nope"},
         )
+        assert "Nope" in registry.check_available(method)
+        ok = config.MethodSpec(name="y", loss={"class": "TripletMarginLoss"})
+        assert registry.check_available(ok) is None
 
     def test_nested_build_fills_context(self):
         spec = {
@@ -288,57 +324,137 @@ class TestRegistry:
         assert "| no_learning |" in table
 
 
+def _protocol(spec: dict, **dataset_options):
+    section = datasets.parse_section(
+        {"name": "digits", **dataset_options, "protocols": {"p": spec}}
+    )
+    return datasets.build(section)["p"]
+
+
 class TestDigitsProtocols:
     def test_zero_shot_is_class_disjoint(self):
-        p = data.digits_protocol(
-            "z", {"type": "zero_shot", "train_classes": [0, 1, 2], "test_classes": [7, 9]}
-        )
-        _, y = data.load_digits_arrays()
+        p = _protocol({"type": "zero_shot", "train_classes": [0, 1, 2], "test_classes": [7, 9]})
+        _, y = digits_data.load_digits_arrays()
         assert len(p.train) == int(np.isin(y, [0, 1, 2]).sum())
         assert sorted(p.train.labels.unique().tolist()) == [0, 1, 2]
-        assert sorted(p.test.labels.unique().tolist()) == [7, 9]
+        assert sorted(p.query.labels.unique().tolist()) == [7, 9]
+        assert p.reference is None
         assert p.num_train_classes == 3
 
     def test_superclass_labels_and_split(self):
         groups = [[0, 6, 8, 9], [1, 4, 7], [2, 3, 5]]
-        p = data.digits_protocol(
-            "s", {"type": "superclass", "groups": groups, "test_fraction": 0.25}
-        )
-        x, y = data.load_digits_arrays()
+        p = _protocol({"type": "superclass", "groups": groups, "test_fraction": 0.25})
+        x, y = digits_data.load_digits_arrays()
         coarse = {c: g for g, m in enumerate(groups) for c in m}
         # each held-out image keeps its fine digit; each training image its coarse group
-        assert sorted(p.test.labels.unique().tolist()) == list(range(10))
+        assert sorted(p.query.labels.unique().tolist()) == list(range(10))
         assert sorted(p.train.labels.unique().tolist()) == [0, 1, 2]
         for c in range(10):
             n = int((y == c).sum())
-            assert int((p.test.labels == c).sum()) == round(0.25 * n)
+            assert int((p.query.labels == c).sum()) == round(0.25 * n)
         # the training images of digit c carry label coarse[c]: match rows back to the data
         rows = {tuple(r): int(t) for r, t in zip(x, y)}
         for xi, li in zip(p.train.x[:200], p.train.labels[:200]):
             assert coarse[rows[tuple(xi.numpy())]] == int(li)
-        assert len(p.train) + len(p.test) == len(y)
+        assert len(p.train) + len(p.query) == len(y)
 
     @pytest.mark.parametrize(
         "spec, match",
         [
             (
                 {"type": "zero_shot", "train_classes": [0, 1], "test_classes": [1, 2]},
-                "must be disjoint",
+                "dataset.protocols.p: train_classes and test_classes must be disjoint",
             ),
             (
                 {"type": "zero_shot", "train_classes": [0, 11], "test_classes": [2]},
-                "train_classes must be",
+                "dataset.protocols.p.train_classes must be a non-empty list of digits 0-9",
             ),
-            ({"type": "superclass", "groups": [[0, 1], [1, 2]]}, "digit 1 is in two groups"),
+            ({"type": "superclass", "groups": [[0, 1], [1, 2]]},
+             "dataset.protocols.p.groups: digit 1 is in two groups"),
             (
                 {"type": "superclass", "groups": [[0, 1], [2]], "test_fraction": 1.5},
-                "test_fraction must be",
+                r"dataset.protocols.p.test_fraction must be in \(0, 1\), got 1.5",
             ),
+            ({"type": "superclass", "groups": [[0, 1], [2]], "test_fraction": "half"},
+             "dataset.protocols.p.test_fraction must be a number, got 'half'"),
         ],
     )
     def test_bad_protocols(self, spec, match):
         with pytest.raises(ValueError, match=match):
-            data.digits_protocol("p", spec)
+            _protocol(spec)
+
+
+@dataclasses.dataclass
+class ToyHalves(datasets.ProtocolBase):
+    """Test-only protocol: query = even-indexed images of the test digits, reference = the
+    odd-indexed ones (distinct sets); train on the other digits."""
+
+    test_classes: list = dataclasses.field(default_factory=lambda: [5, 6, 7, 8, 9])
+
+    def build(self, dataset, name):
+        x, y = digits_data.load_digits_arrays()
+        tr = ~np.isin(y, self.test_classes)
+        idx = np.flatnonzero(~tr)
+        q, r = idx[0::2], idx[1::2]
+
+        def pairs(i):
+            return datasets.TensorPairs(torch.from_numpy(x[i]), torch.from_numpy(y[i]))
+
+        return datasets.ProtocolData(
+            name, pairs(np.flatnonzero(tr)), pairs(q), 10 - len(self.test_classes), "vector",
+            "toy: even images query the odd ones", reference=pairs(r),
+            provenance={"toy": "halves-v1"},
+        )
+
+
+@pytest.fixture
+def toy_protocol():
+    """``ToyHalves`` registered as digits protocol type "toy_halves" for one test."""
+    datasets.register_protocol("digits", "toy_halves")(ToyHalves)
+    yield
+    datasets._PROTOCOLS["digits"].pop("toy_halves")
+
+
+@pytest.mark.usefixtures("toy_protocol")
+class TestProtocolRegistry:
+    """A protocol added through the registry alone (the class above + one config entry), with
+    distinct query and reference sets, against a brute-force float64 kNN."""
+
+    def test_toy_protocol_runs_and_matches_brute_force(self, tmp_path):
+        cfg_path = tmp_path / "cfg.yaml"
+        cfg_path.write_text(
+            "name: toy\nseeds: [0]\nthreads: 1\n"
+            "dataset: {name: digits, protocols: {halves: {type: toy_halves}}}\n"
+            "methods:\n  - {name: raw, no_learning: true}\n"
+        )
+        out = tmp_path / "run"
+        assert cli.main(["--config", str(cfg_path), "--output", str(out), "--progress", "none",
+                         "--no-plots"]) == 0
+        cell = json.loads((out / "cells" / "halves" / "raw" / "seed0.json").read_text())
+        x, y = digits_data.load_digits_arrays()
+        idx = np.flatnonzero(np.isin(y, [5, 6, 7, 8, 9]))
+        q, r = idx[0::2], idx[1::2]
+        p1, map_r = retrieval_reference(x[q], y[q], x[r], y[r])
+        assert cell["metrics"]["precision_at_1"] == pytest.approx(p1, abs=1e-6)
+        assert cell["metrics"]["mean_average_precision_at_r"] == pytest.approx(map_r, abs=1e-6)
+        # not what leave-one-out on the query set alone gives: the reference set was used
+        _, loo = retrieval_reference(x[q], y[q])
+        assert abs(loo - map_r) > 1e-3
+        assert cell["num_test"] == len(q) and cell["num_reference"] == len(r)
+        assert cell["provenance"] == {"toy": "halves-v1"}
+        results = json.loads((out / "results.json").read_text())
+        assert results["metadata"]["provenance"] == {"halves": {"toy": "halves-v1"}}
+        ident = json.loads((out / "config_identity.json").read_text())
+        assert ident["provenance"] == {"halves": {"toy": "halves-v1"}}
+        # the floor row is found by its flag, whatever its name
+        assert "| raw |" in (out / "table.md").read_text()
+        assert "above the `raw` row" in (out / "table.md").read_text()
+
+    def test_an_unknown_option_of_the_toy_protocol_is_named(self):
+        with pytest.raises(ValueError, match="unknown config key 'dataset.protocols.h.bogus'"):
+            datasets.parse_section(
+                {"name": "digits", "protocols": {"h": {"type": "toy_halves", "bogus": 1}}}
+            )
 
 
 class TestSamplerAndReport:
@@ -371,33 +487,55 @@ class TestSamplerAndReport:
         assert json.loads(p.read_text()) == {"x": 2}
         assert os.listdir(tmp_path) == ["a.json"]
 
-    def test_cpu_device_pick(self):
+    @pytest.mark.parametrize("cuda", [False, True])
+    def test_device_pick(self, cuda, monkeypatch):
+        # both branches on every host: CUDA's presence is what pick_device asks torch
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
         assert cli.pick_device("cpu") == torch.device("cpu")
-        if not torch.cuda.is_available():
-            with pytest.raises(ValueError, match="CUDA is not available"):
+        assert cli.pick_device("auto") == torch.device("cuda" if cuda else "cpu")
+        if cuda:
+            assert cli.pick_device("cuda:1") == torch.device("cuda", 1)
+        else:
+            with pytest.raises(ValueError, match="device 'cuda' asked for, but CUDA is not"):
                 cli.pick_device("cuda")
+        with pytest.raises(ValueError, match="device must be auto, cpu, cuda or cuda:N"):
+            cli.pick_device("gpu0")
+
+    def test_the_floor_row_is_found_by_its_flag(self):
+        def row(v):
+            return {"mean_average_precision_at_r": {"mean": v, "std": 0.0, "n": 1}, "seeds": [0]}
+
+        agg = {"zs": {"pixels": row(0.5), "a": row(0.6), "b": row(0.4)}}
+        info = {"config": {"methods": [{"name": "a"}, {"name": "pixels", "no_learning": True}]}}
+        floor = report.floor_method(info)
+        assert floor == "pixels"
+        table = report.markdown_table(agg, {}, {}, ["pixels", "a", "b"], floor)
+        assert "| a ▲ |" in table and "| b |" in table and "| pixels |" in table
+        assert "above the `pixels` row" in table
+        no_floor = report.markdown_table(agg, {}, {}, ["pixels", "a", "b"], None)
+        assert "▲" not in no_floor
 
 
 class TestNumbers:
     def test_exponent_without_dot_is_a_float(self):
         cfg = cli.resolve_config(cli.parse_args(["--set", "training.lr_trunk=3e-4"]))
-        assert cfg["training"]["lr_trunk"] == pytest.approx(3e-4)
-        cfg = config.load_config()
-        cfg["training"]["lr_loss"] = "1e-2"
-        config.validate_config(cfg)
-        assert cfg["training"]["lr_loss"] == pytest.approx(1e-2)
+        assert cfg.training.lr_trunk == pytest.approx(3e-4)
+        cfg = config.parse_config(_default_with("training.lr_loss", "1e-2"))
+        assert cfg.training.lr_loss == pytest.approx(1e-2)
 
     def test_bad_learning_rate(self):
-        cfg = config.load_config()
-        cfg["training"]["lr_trunk"] = "fast"
         with pytest.raises(ValueError, match="training.lr_trunk must be a non-negative number"):
-            config.validate_config(cfg)
+            config.parse_config(_default_with("training.lr_trunk", "fast"))
+        with pytest.raises(ValueError, match="training.lr_trunk must be a non-negative number"):
+            config.parse_config(_default_with("training.lr_trunk", -1.0))
 
 
 class TestShiftAugmentation:
     def test_shift_matches_numpy_roll_with_zero_fill(self):
-        x, y = data.load_digits_arrays()
-        ds = data.ShiftedDigits(torch.from_numpy(x[:50]), torch.from_numpy(y[:50]), max_shift=2)
+        x, y = digits_data.load_digits_arrays()
+        ds = digits_data.ShiftedDigits(
+            torch.from_numpy(x[:50]), torch.from_numpy(y[:50]), max_shift=2
+        )
         seen = set()
         torch.manual_seed(0)
         for i in range(50):
@@ -422,6 +560,6 @@ class TestShiftAugmentation:
         assert len(seen) > 5
 
     def test_bad_shift(self):
-        x, y = data.load_digits_arrays()
+        x, y = digits_data.load_digits_arrays()
         with pytest.raises(ValueError, match="dataset.augment_shift must be an integer"):
-            data.ShiftedDigits(torch.from_numpy(x[:5]), torch.from_numpy(y[:5]), max_shift=8)
+            digits_data.ShiftedDigits(torch.from_numpy(x[:5]), torch.from_numpy(y[:5]), max_shift=8)

@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from benchmarks.harness import cli, config
+from benchmarks.harness.datasets.real import build_real_dataset
+from tests.benchmarks._util import retrieval_reference
 
 fake_datasets = pytest.importorskip("tests.benchmarks.fake_datasets")
-pytest.importorskip("benchmarks.harness.real_data")
 pytest.importorskip("PIL")
 
 NUM_CLASSES, PER_CLASS = 4, 4  # 2 training classes, 2 unseen test classes, 8 test images
@@ -44,8 +46,8 @@ def _run(name, tmp_path, *extra):
         "training.amp=false",
         "--methods",
         "no_learning",
-        "contrastive+ac",
-        "proxy_anchor+ac",
+        "contrastive+coding_rate",
+        "proxy_anchor+coding_rate",
         "--output",
         str(out),
         "--progress",
@@ -54,21 +56,21 @@ def _run(name, tmp_path, *extra):
         *extra,
     ]
     assert cli.main(argv) == 0
-    return out
+    return out, root
 
 
 @pytest.mark.parametrize("name", ["cub", "cars196", "sop"])
 class TestRealDatasetPath:
     def test_preset_runs_on_fake_tree(self, name, tmp_path):
-        out = _run(name, tmp_path)
+        out, root = _run(name, tmp_path)
         results = json.loads((out / "results.json").read_text())
         meta = results["metadata"]
         preset = config.load_config(f"{config.CONFIG_DIR}/{name}.yaml")
-        assert meta["config"]["name"] == preset["name"] + "-smoke"
+        assert meta["config"]["name"] == preset.name + "-smoke"
         assert meta["config"]["dataset"]["name"] == name
         assert meta["device"] == "cpu"
         rows = results["summary"]["zero_shot"]
-        assert set(rows) == {"no_learning", "contrastive+ac", "proxy_anchor+ac"}
+        assert set(rows) == {"no_learning", "contrastive+coding_rate", "proxy_anchor+coding_rate"}
         for cell in results["results"]:
             # retrieval on the unseen test split only: 2 classes x 4 images
             assert cell["num_test"] == (NUM_CLASSES // 2) * PER_CLASS
@@ -77,10 +79,23 @@ class TestRealDatasetPath:
                 0.0 <= m["precision_at_1"] <= 1.0 and 0.0 <= m["mean_average_precision_at_r"] <= 1.0
             )
             expected_dim = (
-                768 if cell["method"] == "no_learning" else preset["model"]["embedding_size"]
+                768 if cell["method"] == "no_learning" else preset.model.embedding_size
             )
             assert cell["dim"] == expected_dim
-        assert (out / "records" / "zero_shot" / "proxy_anchor+ac" / "seed0" / "logs.db").exists()
+        records = out / "records" / "zero_shot" / "proxy_anchor+coding_rate" / "seed0"
+        assert (records / "logs.db").exists()
+
+        # the floor row against a brute-force float64 kNN on the raw test images (pooled to
+        # 16x16 as the no-learning model does), computed without the harness's model or PML
+        test = build_real_dataset(name, root, "test", 32, False)
+        x = torch.stack([test[i][0] for i in range(len(test))]).double()
+        pooled = torch.nn.functional.adaptive_avg_pool2d(x, 16).flatten(1).numpy()
+        p1, map_r = retrieval_reference(pooled, test.labels.numpy())
+        (floor,) = [c for c in results["results"] if c["method"] == "no_learning"]
+        assert floor["metrics"]["precision_at_1"] == pytest.approx(p1, abs=1e-6)
+        assert floor["metrics"]["mean_average_precision_at_r"] == pytest.approx(map_r, abs=1e-6)
+        # the fake classes differ by their mean colour: raw pixels already separate them
+        assert p1 == 1.0
 
     def test_missing_root_is_refused(self, name, tmp_path):
         with pytest.raises(ValueError, match=r"dataset.root \(--data-root\)"):

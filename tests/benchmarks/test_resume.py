@@ -16,7 +16,13 @@ import time
 
 import pytest
 
-from tests.benchmarks._util import REPO, cli_command, cli_env, run_cli, sqlite_dump
+from tests.benchmarks._util import (
+    REPO,
+    cli_command_with_checkpoint_delay,
+    cli_env,
+    run_cli,
+    sqlite_dump,
+)
 
 CONFIG = """\
 name: resume-test
@@ -29,7 +35,7 @@ dataset:
 training: {epochs: 3, batch_size: 40, m_per_class: 8, iterations_per_epoch: 4, log_freq: 1}
 methods:
   - {name: no_learning, no_learning: true}
-  - name: triplet+ac
+  - name: triplet+coding_rate
     loss:
       class: TripletMarginLoss
       args:
@@ -39,7 +45,8 @@ methods:
   - name: proxy_anchor
     loss: {class: ProxyAnchorLoss, args: {margin: 0.1, alpha: 32}}
 """
-# cells in plan order: no_learning/0, no_learning/1, triplet+ac/0, triplet+ac/1, proxy_anchor/0, ...
+# cells in plan order: no_learning/0, no_learning/1, triplet+coding_rate/0,
+# triplet+coding_rate/1, proxy_anchor/0, ...
 N_CELLS = 6
 
 
@@ -97,13 +104,15 @@ def runs(tmp_path_factory):
     proc = run_cli(*_args(cfg, ref))
     assert proc.returncode == 0, proc.stderr[-3000:]
 
-    env = cli_env({"BENCHMARKS_TEST_SLEEP_BEFORE_CHECKPOINT": "0.4"})
-    work_ckpt = os.path.join(killed, "work", "zs", "triplet+ac", "seed0", "ckpt.pt")
+    env = cli_env()
+    # a 0.4 s pause before each checkpoint is written (patched in by the test's launcher)
+    command = cli_command_with_checkpoint_delay(0.4, *_args(cfg, killed))
+    work_ckpt = os.path.join(killed, "work", "zs", "triplet+coding_rate", "seed0", "ckpt.pt")
 
-    # kill 1: inside cell triplet+ac/seed0, after epoch 1's checkpoint, during epoch 2's window
-    # (epoch 2 has run and its records are in memory, its checkpoint not yet written)
+    # kill 1: inside cell triplet+coding_rate/seed0, after epoch 1's checkpoint, during epoch 2's
+    # window (epoch 2 has run and its records are in memory, its checkpoint not yet written)
     p = subprocess.Popen(
-        cli_command(*_args(cfg, killed)),
+        command,
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -117,7 +126,7 @@ def runs(tmp_path_factory):
 
     # kill 2: right after one more cell is committed
     p = subprocess.Popen(
-        cli_command(*_args(cfg, killed)),
+        command,
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -145,7 +154,7 @@ class TestResumeAfterSigkill:
 
     def test_the_killed_cell_resumed_from_its_checkpoint(self, runs):
         cell = json.loads(
-            (runs["killed"] / "cells" / "zs" / "triplet+ac" / "seed0.json").read_text()
+            (runs["killed"] / "cells" / "zs" / "triplet+coding_rate" / "seed0.json").read_text()
         )
         assert cell["resumed_from_epoch"] == runs["first_ckpt_epoch"]
 
@@ -176,7 +185,7 @@ class TestResumeAfterSigkill:
         for key in ref:
             assert ref[key] == killed[key], key
         # loss history: one row per iteration, 3 epochs x 4 iterations, no repeats
-        hist = killed["records/zs/triplet+ac/seed0"]["logs.db"]["loss_histories"]
+        hist = killed["records/zs/triplet+coding_rate/seed0"]["logs.db"]["loss_histories"]
         assert len(hist) == 12
 
     def test_no_working_files_left(self, runs):

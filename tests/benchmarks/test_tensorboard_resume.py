@@ -36,13 +36,13 @@ def _scalars(run_dir: str) -> dict:
 
 def test_stopped_and_resumed_cell_has_the_uninterrupted_tensorboard_scalars(tmp_path):
     cfg, protocol = digits_cell("tb-test", TRAINING, METHODS)
-    method, cpu = cfg["methods"][0], torch.device("cpu")
+    method, cpu = cfg.methods[0], torch.device("cpu")
     train.run_cell(cfg, str(tmp_path / "whole"), protocol, method, 0, cpu)
     whole = _scalars(str(tmp_path / "whole"))
     assert whole and all(whole.values())
     steps = sorted({s for v in whole.values() for s, _ in v})
     assert steps[0] == 0 and steps[-1] == 3 * 4 - 1  # every iteration of the 3 epochs
-    with pytest.raises(SystemExit):
+    with pytest.raises(train.CellInterrupted, match="stopped after epoch 2"):
         train.run_cell(cfg, str(tmp_path / "cut"), protocol, method, 0, cpu, stop_after_epoch=2)
     # simulate a kill during epoch 3: its events reach the event file, no checkpoint follows
     tb_dir = glob.glob(str(tmp_path / "cut" / "work" / "*" / "*" / "*" / "records" / "tensorboard"))

@@ -181,7 +181,9 @@ def register_protocol(dataset: str, type_name: str):
     return deco
 
 
-def _load_builtin() -> None:
+def load_builtin() -> None:
+    """Import the built-in dataset modules (once): they register datasets, protocols and, for
+    their own inputs, models."""
     global _loaded
     if _loaded:
         return
@@ -193,19 +195,19 @@ def _load_builtin() -> None:
 
 
 def dataset_names() -> tuple[str, ...]:
-    _load_builtin()
+    load_builtin()
     return tuple(_DATASETS)
 
 
 def dataset_class(name: str) -> type:
-    _load_builtin()
+    load_builtin()
     if name not in _DATASETS:
         raise ValueError(f"dataset.name must be one of {list(_DATASETS)}, got {name!r}")
     return _DATASETS[name]
 
 
 def protocol_types(dataset: str) -> dict[str, type]:
-    _load_builtin()
+    load_builtin()
     return dict(_PROTOCOLS.get(dataset, {}))
 
 

@@ -57,8 +57,16 @@ def register_model(name: str):
     return deco
 
 
+def _registry() -> dict[str, Callable]:
+    """The registered models, after the dataset modules (which may register their own) loaded."""
+    from .. import datasets
+
+    datasets.load_builtin()
+    return _MODELS
+
+
 def model_names() -> tuple[str, ...]:
-    return tuple(_MODELS)
+    return tuple(_registry())
 
 
 @dataclasses.dataclass
@@ -75,7 +83,7 @@ class ModelOptions:
     )
 
     def validate(self, where: str) -> None:
-        if self.name not in _MODELS:
+        if self.name not in _registry():
             raise ValueError(f"{where}.name must be one of {list(_MODELS)}, got {self.name!r}")
         if self.weights is not None:
             self.weights = os.path.expanduser(self.weights)  # not expanded after --set
@@ -87,7 +95,7 @@ class ModelOptions:
 
 def build_model(options: ModelOptions, input_shape: tuple[int, ...]):
     """(trunk, embedder) of the registered model ``options.name``."""
-    if options.name not in _MODELS:
+    if options.name not in _registry():
         raise ValueError(f"model.name must be one of {list(_MODELS)}, got {options.name!r}")
     return _MODELS[options.name](options, tuple(input_shape))
 
