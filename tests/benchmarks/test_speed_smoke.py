@@ -16,7 +16,10 @@ from tests.reference import ref_coding_rate, ref_coding_rate_grad
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("speed")
-    report = speed.main(["--smoke", "--devices", "cpu", "--out", str(out)])
+    report = speed.main(
+        ["--smoke", "--devices", "cpu", "--threads", "1,2", "--timer", "cpu,wall"]
+        + ["--out", str(out)]
+    )
     return out, report
 
 
@@ -26,12 +29,17 @@ class TestSmokeRun:
         on_disk = json.loads((out / "speed.json").read_text())
         assert on_disk == json.loads(json.dumps(report))
         meta = on_disk["metadata"]
-        for key in ("commit", "versions", "device", "threads", "date", "command", "clock"):
+        for key in ("commit", "versions", "device", "date", "command", "cpu_model", "cpu_vendor"):
             assert key in meta, key
         assert meta["versions"]["torch"] == torch.__version__
-        assert meta["threads"] == torch.get_num_threads()
+        # the two configurations asked for, in order, each named in every timed row
+        assert meta["configs"] == [{"threads": 1, "clock": "cpu"}, {"threads": 2, "clock": "wall"}]
+        configs = {(r["threads"], r["clock"]) for r in on_disk["results"]}
+        assert configs == {(1, "cpu"), (2, "wall")}
+        assert {(t["threads"], t["clock"]) for t in on_disk["training"]} == configs
         md = (out / "speed.md").read_text()
-        assert "| device | precision | m×d | pass |" in md
+        assert "| config | device | precision | m×d | pass |" in md
+        assert "| 2 thr, wall | cpu | float32 |" in md
         for m, d in speed.SMOKE_GRID:
             assert f"{m}×{d}" in md
         pytest.importorskip("matplotlib")
@@ -50,8 +58,15 @@ class TestSmokeRun:
         for r in report["results"]:
             assert r["median_s"] > 0 and math.isfinite(r["median_s"])
             assert r["iqr_s"] >= 0 and r["n_blocks"] >= 1
-            if r["impl"] == "ours":
-                assert r["ratio_vs_ours"] == 1.0
+        # each configuration's ratios are taken against that configuration's own "ours"
+        for r in report["results"]:
+            (ours,) = [
+                o["median_s"]
+                for o in report["results"]
+                if o["impl"] == "ours"
+                and all(o[k] == r[k] for k in ("threads", "precision", "m", "d", "pass"))
+            ]
+            assert r["ratio_vs_ours"] == pytest.approx(r["median_s"] / ours)
 
     def test_float32_agrees_with_the_float64_reference(self, smoke):
         _, report = smoke
@@ -61,29 +76,34 @@ class TestSmokeRun:
             assert a["value_rel_err"] <= speed.ACCURACY_RTOL
             assert a["grad_rel_err"] <= speed.ACCURACY_RTOL
         assert report["targets"]["float32_matches_float64_reference"] is True
+        assert len(report["accuracy"]) == 2 * len(speed.SMOKE_GRID) * len(speed.IMPLS)  # once
+
+    def test_op_and_class_sections(self, smoke):
+        out, report = smoke
+        ops = {(o["threads"], o["op"]) for o in report["ops"]}
+        assert ops == {(t, op) for t in (1, 2) for op in speed.op_cases(torch.randn(8, 2))}
+        nums = [c["num_classes"] for c in report["classes"] if c["threads"] == 1]
+        assert nums == [None, 10**7]
+        assert all("ratio_vs_none" in c for c in report["classes"])
+        md = (out / "speed.md").read_text()
+        assert "| `x @ cholesky_inverse(L)` |" in md and "| 1 thr, cpu | 24×32 | 10000000 |" in md
+        assert isinstance(report["targets"]["mcr2_num_classes_within_2x_of_none"], bool)
 
     def test_training_overhead_rows(self, smoke):
         _, report = smoke
-        mlp, resnet = report["training"]
+        mlp, resnet = [t for t in report["training"] if t["threads"] == 1]
         assert mlp["model"].startswith("DigitsMLP") and mlp["batch"] == 128
-        assert mlp["ratio"] == pytest.approx(mlp["with_median_s"] / mlp["without_median_s"])
-        assert math.isfinite(mlp["ratio"]) and mlp["ratio"] > 0  # measured; no timing asserted
-        assert mlp["plumbing_ratio"] == pytest.approx(
-            mlp["plumbing_median_s"] / mlp["without_median_s"]
-        )
-        assert mlp["term_over_plumbing_ratio"] == pytest.approx(
-            mlp["with_median_s"] / mlp["plumbing_median_s"]
-        )
+        for arm in ("without", "plumbing", "with"):  # measured; no timing asserted
+            assert math.isfinite(mlp[f"{arm}_median_s"]) and mlp[f"{arm}_median_s"] > 0
         if not torch.cuda.is_available():
             assert "skipped" in resnet
 
     def test_the_plumbing_arm_adds_nothing_to_the_loss(self):
-        from benchmarks.harness.models import DigitsMLP
-
         x = torch.randn(32, 64, generator=torch.Generator().manual_seed(1))
         labels = torch.arange(32) % 4
         first = {
-            arm: speed._training_setup(DigitsMLP, x, labels, arm, seed=0)() for arm in speed.ARMS
+            arm: speed._training_setup(speed.DigitsMLP, x, labels, arm, seed=0)()
+            for arm in speed.ARMS
         }
         # same seed, same model: the do-nothing regularizer leaves the loss exactly as it was,
         # the coding-rate term changes it by 0.1·(−R) < 0
@@ -117,9 +137,40 @@ class TestHelpers:
         with pytest.raises(ValueError, match="times must not be empty"):
             speed.summarize([])
 
-    def test_cpu_clock_needs_one_thread(self, tmp_path):
+    @pytest.mark.parametrize(
+        "threads, timer", [("2", "cpu"), ("1,2", "cpu"), ("2,1", "cpu,wall")], ids=str
+    )
+    def test_cpu_clock_needs_one_thread(self, tmp_path, threads, timer):
         with pytest.raises(SystemExit, match="--timer cpu needs --threads 1"):
-            speed.main(["--smoke", "--timer", "cpu", "--threads", "2", "--out", str(tmp_path)])
+            speed.main(["--smoke", "--timer", timer, "--threads", threads, "--out", str(tmp_path)])
+
+    def test_threads_and_timers_pair_up(self, tmp_path, capsys):
+        args = speed.parse_args(["--threads", "1,2", "--timer", "cpu,wall", "--out", str(tmp_path)])
+        assert list(zip(args.threads, args.timer)) == [(1, "cpu"), (2, "wall")]
+        args = speed.parse_args(["--threads", "1,2", "--out", str(tmp_path)])
+        assert args.timer == ["wall", "wall"]
+        with pytest.raises(SystemExit):
+            speed.parse_args(
+                ["--threads", "1,2", "--timer", "cpu,wall,cpu", "--out", str(tmp_path)]
+            )
+        err = capsys.readouterr().err
+        assert "expected 1 or 2 clocks to pair with --threads [1, 2], got 3" in err
+
+    def test_op_cases_compute_the_same_solve_both_ways(self):
+        x = torch.nn.functional.normalize(torch.randn(200, 12, dtype=torch.float64), dim=-1)
+        cases = speed.op_cases(x)
+        m = torch.eye(12, dtype=torch.float64) + 12 / (200 * speed.EPS_SQ) * x.T @ x
+        expected = torch.linalg.solve(m, x.T).T  # X·M⁻¹ by a dense LU solve
+        torch.testing.assert_close(cases["cholesky_solve(x.mT, L)"]().mT, expected)
+        torch.testing.assert_close(cases["x @ cholesky_inverse(L)"](), expected)
+        torch.testing.assert_close(cases["x @ inv(M)"](), expected)
+
+    def test_linalg_backend_is_what_torch_runs_on(self):
+        backend = speed.linalg_backend()
+        assert backend["mkl_available"] == torch.backends.mkl.is_available()
+        if torch.backends.mkl.is_available():  # the CPU wheels: MKL for BLAS and LAPACK
+            assert backend["blas"] == "mkl" and backend["mkl_version"]
+        assert backend["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
 
     def test_cpu_clock_counts_work_not_waiting(self):
         # thread CPU time does not advance while the thread sleeps; the wall clock does
@@ -150,6 +201,60 @@ class TestHelpers:
         t = speed.check_targets([row(129, 512, 4.0)], [], [{"ratio": 1.06}])
         assert t["naive_over_ours_ge_5_where_m_le_d_over_4"] is None  # no point with m ≤ d/4
         assert t["training_overhead_le_5pct"] is False
+
+
+def _result_file(path, cpu, configs, ratios):
+    """A small speed.json: ``ratios`` maps (m, d) to (naive/ours, chol/ours) per config."""
+    results = []
+    for (m, d), per_config in ratios.items():
+        for (threads, clock), (naive, chol) in zip(configs, per_config):
+            base = dict(device="cpu", precision="float32", m=m, d=d, threads=threads, clock=clock)
+            base["pass"] = "fwd+bwd"
+            results += [
+                dict(base, impl="ours", median_s=1e-3, ratio_vs_ours=1.0),
+                dict(base, impl="naive", median_s=naive * 1e-3, ratio_vs_ours=naive),
+                dict(base, impl="cholesky_autograd", median_s=chol * 1e-3, ratio_vs_ours=chol),
+            ]
+    meta = {"commit": "abc1234", "date": "2026-12-01", "device": {"cpu": cpu},
+            "cpu_vendor": "AuthenticAMD" if "EPYC" in cpu else "GenuineIntel",
+            "linalg_backend": {"blas": "mkl"}}
+    path.write_text(json.dumps({"metadata": meta, "results": results}))
+    return path
+
+
+class TestCompare:
+    def test_two_files_side_by_side(self, tmp_path, capsys):
+        a = _result_file(
+            tmp_path / "amd.json", "AMD EPYC 9R14", [(1, "cpu")],
+            {(1024, 64): [(0.59, 0.61)], (90, 512): [(17.7, 1.5)]},
+        )
+        b = _result_file(
+            tmp_path / "intel.json", "Intel Xeon", [(1, "cpu"), (2, "wall")],
+            {(1024, 64): [(1.32, 1.28), (1.1, 1.05)]},
+        )
+        speed.main(["--compare", str(a), str(b)])
+        out = capsys.readouterr().out
+        assert "AMD EPYC 9R14, vendor AuthenticAMD, BLAS mkl" in out
+        assert "| device | precision | m×d | A 1 thr, cpu | B 1 thr, cpu | B 2 thr, wall |" in out
+        assert "| cpu | float32 | 1024×64 | 0.59 · 0.61 | 1.32 · 1.28 | 1.10 · 1.05 |" in out
+        assert "| cpu | float32 | 90×512 | 17.70 · 1.50 | — | — |" in out  # only in A
+
+    def test_an_older_file_without_per_row_configs(self, tmp_path, capsys):
+        # results from before this format: one run-wide "threads" and "clock" in the metadata
+        old = tmp_path / "old.json"
+        rows = [dict(device="cpu", precision="float32", m=8, d=4, impl=i, median_s=1.0,
+                     ratio_vs_ours=r, **{"pass": "fwd+bwd"})
+                for i, r in (("ours", 1.0), ("naive", 2.5), ("cholesky_autograd", 1.25))]
+        meta = {"threads": 1, "clock": "thread CPU time (time.thread_time)", "device": {}}
+        old.write_text(json.dumps({"metadata": meta, "results": rows}))
+        speed.main(["--compare", str(old), str(old)])
+        assert "| cpu | float32 | 8×4 | 2.50 · 1.25 | 2.50 · 1.25 |" in capsys.readouterr().out
+
+    def test_a_file_that_is_not_a_result(self, tmp_path):
+        bad = tmp_path / "x.json"
+        bad.write_text("[1, 2]")
+        with pytest.raises(SystemExit, match="--compare: cannot read a speed result from"):
+            speed.main(["--compare", str(bad), str(bad)])
 
 
 class TestResNet18Like:
@@ -186,7 +291,8 @@ class TestCommandLine:
         args = speed.parse_args(
             ["--out", str(tmp_path), "--threads", "1", "--rounds", "2", "--min-run-time", "0.5"]
         )
-        assert (args.threads, args.rounds, args.min_run_time) == (1, 2, 0.5)
+        assert (args.threads, args.rounds, args.min_run_time) == ([1], 2, 0.5)
+        assert args.timer == ["wall"]
         assert args.resnet_cpu_size == 0
         args = speed.parse_args(["--out", str(tmp_path)])
         assert args.rounds is None and args.min_run_time is None  # main picks the defaults

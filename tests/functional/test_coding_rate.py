@@ -48,8 +48,14 @@ class TestCodingRateValues:
         torch.manual_seed(1)
         p = torch.randn(45, 512, dtype=torch.float64)
         assert coding_rate(p, variant="acl_official").item() == pytest.approx(3.6, abs=0.1)
+        # collapsed: PᵀP has one eigenvalue m, so R = ½·log(1 + m/(d·ε²)·m) exactly (≈ 1.09)
         collapsed = p[:1].expand(45, 512)
-        assert coding_rate(collapsed, variant="acl_official").item() == pytest.approx(1.1, abs=0.05)
+        exact = 0.5 * math.log1p(45 * 45 / (512 * 0.5))
+        torch.testing.assert_close(
+            coding_rate(collapsed, variant="acl_official"),
+            torch.tensor(exact, dtype=torch.float64),
+            **TOLERANCES[torch.float64],
+        )
 
     def test_mask_equals_indexing(self, dtype):
         z = torch.randn(20, 8, dtype=dtype)
@@ -79,15 +85,15 @@ class TestClosedForms:
     def test_fully_collapsed_batch(self, m, d, dtype):
         # ZZᵀ = 11ᵀ has one eigenvalue m: R = ½·log(1 + d/ε²)
         z = torch.randn(1, d, dtype=dtype).expand(m, d) * torch.rand(m, 1, dtype=dtype).add(0.5)
-        expected = 0.5 * math.log1p(d / 0.5)
-        assert coding_rate(z).item() == pytest.approx(expected, rel=1e-5)
+        expected = torch.tensor(0.5 * math.log1p(d / 0.5), dtype=dtype)
+        torch.testing.assert_close(coding_rate(z), expected, **TOLERANCES[dtype])
 
     def test_orthonormal_batch(self, dtype):
         # m orthonormal rows: ZZᵀ = I → R = ½·m·log(1 + d/(m·ε²))
         q, _ = torch.linalg.qr(torch.randn(32, 8, dtype=dtype))
         z = q.T
-        want = 0.5 * 8 * math.log1p(32 / (8 * 0.5))
-        assert coding_rate(z).item() == pytest.approx(want, rel=1e-5)
+        want = torch.tensor(0.5 * 8 * math.log1p(32 / (8 * 0.5)), dtype=dtype)
+        torch.testing.assert_close(coding_rate(z), want, **TOLERANCES[dtype])
 
 
 class TestInvariances:

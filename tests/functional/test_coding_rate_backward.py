@@ -18,7 +18,7 @@ from pml_anticollapse.functional import (
     coding_rate_reduction,
     half_logdet_gram,
 )
-from tests.reference import ref_coding_rate, ref_coding_rate_grad
+from tests.reference import ref_coding_rate, ref_coding_rate_grad, ref_rate_reduction
 
 #: the grid of benchmarks/speed/bench.py (m samples × d dimensions)
 GRID = [(90, 512), (128, 512), (512, 512), (180, 2048), (1024, 64), (4096, 128), (8192, 512)]
@@ -249,3 +249,144 @@ class TestRateReductionGradients:
         _, r_c, _, ref_g_rc = _ref_rate_reduction_grads(z, labels)
         assert abs(out.r_c.double().item() - r_c.item()) <= RTOL * r_c.item()
         assert _rel(g, ref_g_rc) <= RTOL
+
+
+def _near_collapsed(m: int, d: int, sigma: float, dtype, seed: int = 0) -> torch.Tensor:
+    """Rows = one shared direction + σ·noise: σ = 10 is well spread, σ = 0.01 nearly collapsed
+    (cosine similarity ≈ 0.9999 between rows)."""
+    gen = torch.Generator().manual_seed(seed)
+    base = torch.randn(1, d, generator=gen, dtype=torch.float64)
+    return (base + sigma * torch.randn(m, d, generator=gen, dtype=torch.float64)).to(dtype)
+
+
+def _closed_form_grad(x: torch.Tensor, a: float) -> torch.Tensor:
+    """∂/∂X ½·logdet(I + a·XXᵀ) = a·(I + a·XXᵀ)⁻¹X, by a dense LU solve of the d×d or m×m
+    system in float64 (whichever the package does *not* factorise is irrelevant: exact)."""
+    x64 = x.detach().to(torch.float64)
+    m, d = x64.shape
+    if m <= d:
+        return a * torch.linalg.solve(torch.eye(m, dtype=torch.float64) + a * x64 @ x64.T, x64)
+    return a * torch.linalg.solve(torch.eye(d, dtype=torch.float64) + a * x64.T @ x64, x64.T).T
+
+
+#: The grid without the square 512×512: a square random Gram matrix has eigenvalues near 0, and
+#: at ε² ≤ 0.01 the float32 rounding of the Gram matrix itself (not the solve: triangular solves
+#: and the explicit inverse err alike there, 3e-4 at ε² = 1e-4) exceeds 1e-5 in the gradient.
+SWEEP_GRID = [(m, d) for m, d in GRID if m != d]
+
+#: ε² from 1e-4 to 10 (the scale a = d/(m·ε²) spans five decades)
+EPS_SQ_SWEEP = [1e-4, 1e-3, 1e-2, 0.1, 0.5, 1.0, 10.0]
+
+
+class TestConditioningSweep:
+    """The backward's three solves (two triangular solves where m ≤ d < 8m; the explicit inverse
+    + GEMM where d ≥ 8m or m > d) on badly conditioned matrices: I + a·Gram has condition number
+    1 + a·λmax, up to ~10⁸ here."""
+
+    # (30, 100): triangular solves; (10, 200): n×n inverse; (100, 30): k×k inverse
+    @pytest.mark.parametrize("m, d", [(30, 100), (10, 200), (100, 30)], ids=str)
+    @pytest.mark.parametrize("sigma", [10.0, 0.1, 0.01])
+    def test_float64_every_path_matches_the_eigen_reference(self, m, d, sigma):
+        # float64 arithmetic isolates the algorithm: an explicit inverse that lost accuracy with
+        # the conditioning would show here (measured worst: 3e-11)
+        z = _near_collapsed(m, d, sigma, torch.float64)
+        for eps_sq in EPS_SQ_SWEEP:
+            value, grad = _value_and_grad(lambda t: coding_rate(t, eps_sq=eps_sq), z)
+            expected = ref_coding_rate(z, eps_sq).item()
+            assert abs(value.item() - expected) <= 1e-9 * abs(expected), eps_sq
+            assert _rel(grad, _ref_grad_eig(z, eps_sq)) <= 1e-9, eps_sq
+
+    @pytest.mark.parametrize("m, d", GRID, ids=[f"{m}x{d}" for m, d in GRID])
+    def test_float32_values_over_the_sweep(self, m, d):
+        # spread (σ = 10) and fairly collapsed (σ = 0.3, cosine ≈ 0.9 between rows)
+        for sigma in (10.0, 0.3):
+            z = _near_collapsed(m, d, sigma, torch.float32)
+            for eps_sq in (1e-4, 1e-2, 0.5, 10.0):
+                expected = ref_coding_rate(z, eps_sq).item()
+                got = coding_rate(z, eps_sq=eps_sq).double().item()
+                assert abs(got - expected) <= RTOL * expected, (sigma, eps_sq)
+
+    @pytest.mark.parametrize("m, d", SWEEP_GRID, ids=[f"{m}x{d}" for m, d in SWEEP_GRID])
+    def test_float32_solve_over_the_sweep(self, m, d):
+        # the linear algebra of the backward alone (unit rows, no normalisation in the graph),
+        # against the closed form: measured worst 4e-7 over ε² from 1e-4 to 10
+        x = torch.nn.functional.normalize(_near_collapsed(m, d, 10.0, torch.float32), dim=-1)
+        for eps_sq in (1e-4, 1e-2, 0.5, 10.0):
+            a = d / (m * eps_sq)
+            _, grad = _value_and_grad(lambda t: half_logdet_gram(t, a), x)
+            assert _rel(grad, _closed_form_grad(x, a)) <= RTOL, eps_sq
+
+    @pytest.mark.parametrize("m, d", [(90, 512), (180, 2048), (1024, 64), (4096, 128)], ids=str)
+    def test_float32_normalised_gradient_small_eps(self, m, d):
+        z = _near_collapsed(m, d, 10.0, torch.float32)
+        for eps_sq in (1e-4, 1e-2, 0.5):
+            _, grad = _value_and_grad(lambda t: coding_rate(t, eps_sq=eps_sq), z)
+            assert _rel(grad, _ref_grad_eig(z, eps_sq)) <= RTOL, eps_sq
+
+
+class TestSolvePath:
+    """Which solve the backward uses: where m > d (or d ≥ 8m), no triangular solve against the
+    many right-hand sides of X, the kind that some CPUs' LAPACK runs 4–10× slower than a GEMM."""
+
+    @pytest.mark.parametrize("m, d", [(200, 30), (10, 200)], ids=["m>d", "d>=8m"])
+    def test_no_triangular_solve_with_many_right_hand_sides(self, monkeypatch, m, d):
+        def forbidden(*args, **kwargs):
+            raise AssertionError("a triangular solve was called")
+
+        z = torch.randn(m, d, dtype=torch.float64)
+        monkeypatch.setattr(torch, "cholesky_solve", forbidden)
+        monkeypatch.setattr(torch.linalg, "solve_triangular", forbidden)
+        _, grad = _value_and_grad(coding_rate, z)
+        torch.testing.assert_close(grad, ref_coding_rate_grad(z), rtol=1e-10, atol=1e-13)
+
+    def test_in_between_shapes_use_the_triangular_solves(self, monkeypatch):
+        calls = []
+        real = torch.linalg.solve_triangular
+        monkeypatch.setattr(
+            torch.linalg, "solve_triangular", lambda *a, **k: calls.append(1) or real(*a, **k)
+        )
+        z = torch.randn(30, 100, dtype=torch.float64)  # m ≤ d < 8m
+        _, grad = _value_and_grad(coding_rate, z)
+        assert len(calls) == 2
+        torch.testing.assert_close(grad, ref_coding_rate_grad(z), rtol=1e-10, atol=1e-13)
+
+
+class TestAbsentClasses:
+    def _factorised_batches(self, monkeypatch):
+        shapes = []
+        real = torch.linalg.cholesky_ex
+        monkeypatch.setattr(
+            torch.linalg, "cholesky_ex", lambda mat, **k: shapes.append(mat.shape) or real(mat, **k)
+        )
+        return shapes
+
+    def test_only_present_classes_are_factorised(self, monkeypatch):
+        z = torch.randn(24, 16, dtype=torch.float64)
+        labels = torch.tensor([3, 999_999, 3, 42] * 6)
+        shapes = self._factorised_batches(monkeypatch)
+        out = coding_rate_reduction(z, labels, num_classes=10**7)
+        # one call for R (16×16 of the whole batch), one for the three present classes
+        assert [s[:-2] for s in shapes] == [(), (3,)]
+        for got, want in zip(out, ref_rate_reduction(z, labels)):
+            torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+    def test_gradient_with_a_huge_label_space_matches_the_loop(self):
+        z = torch.randn(30, 12, dtype=torch.float64)
+        labels = torch.randint(0, 5, (30,)) * 2_000_003  # five classes spread over 10⁷
+        _, g_none = _value_and_grad(lambda t: coding_rate_reduction(t, labels).delta_r, z)
+        _, g_big = _value_and_grad(
+            lambda t: coding_rate_reduction(t, labels, num_classes=10**7).delta_r, z
+        )
+        _, _, g_r, g_rc = _ref_rate_reduction_grads(z, labels)
+        torch.testing.assert_close(g_big, g_r - g_rc, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(g_none, g_big, rtol=1e-12, atol=1e-14)
+
+
+class TestFailureWithoutCheck:
+    @pytest.mark.parametrize("m, d", [(8, 20), (20, 8)], ids=["rows", "cols"])
+    def test_failed_factorisation_gives_nan_value_and_gradient(self, monkeypatch, m, d):
+        monkeypatch.setattr(
+            torch.linalg, "cholesky_ex", _failing_cholesky_ex(torch.linalg.cholesky_ex)
+        )
+        value, grad = _value_and_grad(lambda t: coding_rate(t, check=False), torch.randn(m, d))
+        assert torch.isnan(value) and torch.isnan(grad).all()
