@@ -27,6 +27,14 @@ SCALE = st.sampled_from([1e-30, 1e-3, 1.0, 1e3, 1e30])
 GAP = 1e-9
 
 
+def _gallery(wanted, dim, g, scale):
+    """A 5-row reference set with labels (or None, None), at the batch's magnitude."""
+    if not wanted:
+        return None, None
+    ref = torch.randn(5, dim, generator=g, dtype=torch.float64) * scale
+    return ref, torch.randint(0, 3, (5,), generator=g)
+
+
 def _clear_of(dist, *boundaries):
     return all(abs(v - b) > GAP for row in dist for v in row for b in boundaries)
 
@@ -49,12 +57,8 @@ class TestRankedListLoss:
     @given(batch=spread_batch(), settings=rll_settings(), scale=SCALE, gallery=st.booleans())
     def test_equals_the_reference(self, batch, settings, scale, gallery):
         z, labels, g = batch
-        ref = ref_labels = None
-        if gallery:
-            ref = torch.randn(5, z.shape[1], generator=g, dtype=torch.float64)
-            ref_labels = torch.randint(0, 3, (5,), generator=g)
         x = z * scale
-        r = None if ref is None else ref * scale
+        r, ref_labels = _gallery(gallery, z.shape[1], g, scale)
         alpha = 1 + settings["margin"] / 2 if settings["alpha"] is None else settings["alpha"]
         dist = ref_distance_matrix(x, r, settings["normalize"])
         assume(all(math.isfinite(v) for row in dist for v in row))
@@ -93,12 +97,8 @@ class TestEasyPositiveMiner:
            min_pos=st.sampled_from([0.0, 1e-2, 0.5]))
     def test_equals_the_brute_force(self, batch, scale, gallery, neg, fallback, min_pos):
         z, labels, g = batch
-        ref = ref_labels = None
-        if gallery:
-            ref = torch.randn(5, z.shape[1], generator=g, dtype=torch.float64)
-            ref_labels = torch.randint(0, 3, (5,), generator=g)
         x = z * scale
-        r = None if ref is None else ref * scale
+        r, ref_labels = _gallery(gallery, z.shape[1], g, scale)
         dist = ref_distance_matrix(x, r)
         assume(_distinct([row for row in dist], min_pos) if gallery else _distinct(
             [[v for j, v in enumerate(row) if j != i] for i, row in enumerate(dist)], min_pos))
