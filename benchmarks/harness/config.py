@@ -266,26 +266,65 @@ def fingerprint(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def help_text() -> str:
-    """``--help-config``: every key of the schema, generated from the dataclasses."""
+def help_text(with_datasets: bool = True) -> str:
+    """``--help-config``: every key of the schema, generated from the dataclasses.
+
+    ``with_datasets=False``: the keys of every config, and the names of the registered
+    datasets only (the README's section; each dataset's options come with ``--help-config``).
+    """
+    if with_datasets:
+        dataset_lines = [
+            "dataset: name + the options of that dataset + protocols "
+            "(name -> {type: ..., options}):",
+            *datasets.describe(),
+        ]
+    else:
+        dataset_lines = [
+            f"dataset.name: one of {', '.join(datasets.dataset_names())}; the options of each "
+            "dataset and its protocols: python -m benchmarks --help-config",
+        ]
+    wrap = schema.wrap
     lines = [
-        "Config keys (YAML; any key can also be given as --set KEY=VALUE). "
-        "key  (type, default)  meaning",
+        *wrap("Config keys (YAML; any key can also be given as --set KEY=VALUE): key (type, "
+              "default), then its meaning."),
         "",
         *schema.describe(Config, skip=("dataset", "methods")),
         "",
-        f"model.name: one of {', '.join(model_names())}",
+        *wrap(f"model.name: one of {', '.join(model_names())}", width=100),
         "",
         "methods: a list of entries, each:",
         *("  " + s for s in schema.describe(MethodSpec, "methods[].")),
         "",
-        "dataset: name + the options of that dataset + protocols (name -> {type: ..., options}):",
-        *datasets.describe(),
+        *(line for text in dataset_lines for line in wrap(text, width=100)),
         "",
-        "Class specs: {class: Name, args: {...}}; Name is a bare class name of "
-        "pml_anticollapse.<kind> or pytorch_metric_learning.<kind> (kind: "
-        f"{', '.join(registry.KINDS)}; a name in both is an error naming both), or a dotted "
-        "path. A spec inside args is built first; num_classes and embedding_size are filled in "
-        "when the constructor takes them.",
+        *wrap(
+            "Class specs: {class: Name, args: {...}}; Name is a bare class name of "
+            "pml_anticollapse.<kind> or pytorch_metric_learning.<kind> (kind: "
+            f"{', '.join(registry.KINDS)}; a name in both is an error naming both), or a "
+            "dotted path. A spec inside args is built first; num_classes and embedding_size "
+            "are filled in when the constructor takes them."
+        ),
     ]
     return "\n".join(lines)
+
+
+README_START, README_END = "<!-- config-schema:start -->", "<!-- config-schema:end -->"
+
+
+def readme_section() -> str:
+    """The README's generated config section, markers included."""
+    return (
+        f"{README_START}\n### Config keys\n\nGenerated from the schema; "
+        "`python -m benchmarks --help-config` prints it with each dataset's options, and\n"
+        "`python -c 'from benchmarks.harness import config; config.update_readme()'` rewrites "
+        f"this section.\n\n```text\n{help_text(with_datasets=False)}\n```\n{README_END}"
+    )
+
+
+def update_readme(path: str = "README.md") -> None:
+    """Rewrite the section between the config-schema markers of ``path``."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    start, end = text.index(README_START), text.index(README_END) + len(README_END)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text[:start] + readme_section() + text[end:])

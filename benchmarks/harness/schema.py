@@ -263,5 +263,15 @@ def describe(cls: type, prefix: str = "", skip: tuple[str, ...] = ()) -> list[st
             lines.append(f"{dotted}:  {doc}")
             lines.extend(describe(tp, dotted + "."))
             continue
-        lines.append(f"{dotted}  ({_describe_type(tp)}, default {_default_text(f)})  {doc}")
+        lines.append(f"{dotted}  ({_describe_type(tp)}, default {_default_text(f)})")
+        if doc:
+            lines.extend(wrap(doc, indent="    "))
     return lines
+
+
+def wrap(text: str, indent: str = "", width: int = 100) -> list[str]:
+    """``text`` wrapped to ``width`` columns, every line starting with ``indent``."""
+    import textwrap
+
+    return textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=indent,
+                         break_on_hyphens=False) or [indent]

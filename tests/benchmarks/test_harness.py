@@ -563,3 +563,17 @@ class TestShiftAugmentation:
         x, y = digits_data.load_digits_arrays()
         with pytest.raises(ValueError, match="dataset.augment_shift must be an integer"):
             digits_data.ShiftedDigits(torch.from_numpy(x[:5]), torch.from_numpy(y[:5]), max_shift=8)
+
+
+class TestReadmeSection:
+    def test_the_readme_config_section_is_the_generated_one(self):
+        from tests.benchmarks._util import REPO
+
+        with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+            text = f.read()
+        start = text.index(config.README_START)
+        end = text.index(config.README_END) + len(config.README_END)
+        assert text[start:end] == config.readme_section(), (
+            "README's config section is out of date: run "
+            "python -c 'from benchmarks.harness import config; config.update_readme()'"
+        )
