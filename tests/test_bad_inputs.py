@@ -88,3 +88,41 @@ def test_row(n, call, exc, pattern):
         eval(call, _namespace())  # the README's own rows
     assert type(info.value) is ERRORS[exc], f"row {n}: {type(info.value).__name__}: {info.value}"
     assert re.match(pattern, str(info.value)), f"row {n}: message {str(info.value)!r}"
+
+
+class TestChecksOffered:
+    """The checks in functional/_checks.py that other modules may call, tested directly."""
+
+    def test_gram_scale_refuses_an_overflowing_gram_matrix(self):
+        from pml_anticollapse.functional._checks import check_gram_scale
+
+        z = torch.tensor([[1e30, 0.0], [0.0, 1.0]])
+        # a·‖z_0‖²·k·min(n, k) = 1·1e60·2·2 is beyond float32's 3.4e38, within float64's range
+        with pytest.raises(ValueError, match=r"z is too large for torch\.float32 with normalize"):
+            check_gram_scale(z, 1.0)
+        check_gram_scale(z.double(), 1.0)
+        check_gram_scale(z, 1.0, normalize=True)  # unit rows: a·2 is fine
+        with pytest.raises(ValueError, match=r"z is too large for torch\.float32"):
+            check_gram_scale(z, torch.tensor([2e38, 1.0]), normalize=True)
+
+    @pytest.mark.parametrize("scale", [1e30, 1e-30, 1e-40, 5e37])
+    def test_rescale_rows_keeps_directions(self, scale):
+        from pml_anticollapse.functional._checks import rescale_rows
+
+        z = torch.randn(5, 3, dtype=torch.float64)
+        x = rescale_rows((z * scale).float())
+        assert bool(torch.isfinite(x).all()) and bool((x.abs().amax(1) >= 1).all())
+        got = torch.nn.functional.normalize(x, dim=1)
+        want = torch.nn.functional.normalize((z * scale).float().double() / scale, dim=1)
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
+
+    @pytest.mark.parametrize("value,exc,match", [
+        (10**400, ValueError, "margin must be a finite number > 0"),
+        (True, TypeError, "margin must be a positive number, got bool"),
+        (torch.tensor(0.4), TypeError, "margin must be a positive number, got Tensor"),
+    ])
+    def test_numbers(self, value, exc, match):
+        from pml_anticollapse.functional._checks import check_positive
+
+        with pytest.raises(exc, match=match):
+            check_positive(value, "margin")

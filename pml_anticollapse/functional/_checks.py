@@ -264,3 +264,28 @@ def rescale_rows(x: torch.Tensor) -> torch.Tensor:
 def global_scale(*tensors: torch.Tensor) -> torch.Tensor:
     """One power of two near the largest |entry| of all ``tensors`` (detached scalar tensor)."""
     return _pow2_scale(torch.stack([t.detach().abs().amax() for t in tensors]).amax())
+
+
+def check_gram_scale(x: torch.Tensor, a: float | torch.Tensor, name: str = "z",
+                     normalize: bool = False) -> None:
+    """Raise if I + a·XXᵀ would overflow x's dtype (then the rate is inf or the factorisation
+    fails on inf), naming ``name`` and the way out. One host read-back (of ``a`` when it is a
+    tensor, of max|x| when ``normalize`` is False): call it only where the caller checks anyway.
+
+    Bound: every entry of a·XXᵀ, and every partial sum of the factorisation, is at most
+    a·k·max|x|² (a·1 for unit rows) times the size n of the matrix.
+    """
+    a_max = float(a.detach().max()) if isinstance(a, torch.Tensor) else float(a)
+    n, k = x.shape[-2], x.shape[-1]
+    if normalize:
+        bound = a_max * min(n, k)
+    else:
+        amax = float(x.detach().abs().amax()) if x.numel() else 0.0
+        bound = a_max * (amax * amax) * k * min(n, k) if amax else 0.0
+    big = torch.finfo(x.dtype).max
+    if not bound <= big:  # also catches inf and NaN
+        raise ValueError(
+            f"{name} is too large for {x.dtype} with normalize={normalize}: the scaled Gram "
+            f"matrix a·XXᵀ reaches {bound:.3g} (a = {a_max:.3g}), beyond {big:.3g}; pass float64, "
+            f"normalize the rows or use a larger eps_sq"
+        )
