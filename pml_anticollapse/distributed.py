@@ -33,43 +33,70 @@ Scope ``"local"`` (the classes' ``distributed="local"``) keeps the historical pe
 the rate of this rank's own b rows (sliced out of PML's gathered batch in ``"wrapper"`` mode),
 scaled so the optimised objective is the mean over ranks of the per-rank terms.
 
+Which of the three applies is read off the call stack (PML passes no such information): PML's
+``DistributedLossWrapper.forward_regular_loss`` / ``forward_cross_batch`` calling the loss means
+a wrapper mode, nothing means plain DDP. This relies on PML 2.9 internals, which
+:mod:`pml_anticollapse._pml2.wrapper` checks before the first stack walk: with another PML
+release that lacks them, or a ``DistributedLossWrapper`` subclass that calls the loss from a
+method of its own, the first multi-rank call raises :class:`PMLInternalsError` naming the fix
+instead of gathering the batch twice. A wrapper of your own that is not PML's class cannot be
+recognised and is taken for plain DDP. Say it explicitly with :func:`running_in` — then nothing
+is read off the stack::
+
+    with running_in("ddp"):  # or "wrapper", "wrapper-efficient"
+        loss = loss_fn(embeddings, labels)
+
 Limits: with ``"global"`` under a process group of more than one rank the terms are collective —
 every rank must call them, in the same order (a loss evaluated on rank 0 alone would wait for the
 others forever: use ``distributed="local"`` there); every rank must hand over the same number of
-rows (as PML's wrapper also requires);
-the wrapper is recognised by walking the Python call stack for PML 2.9's
-``DistributedLossWrapper.forward_regular_loss`` / ``forward_cross_batch`` — a custom wrapper that
-gathers by itself is seen as plain DDP and would be gathered twice (use ``distributed="local"``
-there), and ``torch.compile`` graph-breaks on the stack walk (only when a process group with
-more than one rank is initialised: single-process code never walks the stack).
+rows (as PML's wrapper also requires); ``torch.compile`` graph-breaks on the stack walk (only
+when a process group with more than one rank is initialised: single-process code never walks the
+stack). Whether a regularizer is a ``weight_regularizer`` is also read off the stack (PML's
+``weight_regularization_loss``), with the same check.
+
+A new regularizer gets all of this with one call, :func:`regularizer_rows`::
+
+    def compute_loss(self, x):
+        x, _, scale = D.regularizer_rows(x, self.distributed)  # global rows, factor
+        return {"loss": already_reduced(scale * term(x))}
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import sys
-from typing import NamedTuple, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 import torch
 import torch.distributed as dist
 
+from ._pml2 import wrapper as _wrapper
+from ._pml2.wrapper import PMLInternalsError
+from .functional._checks import check_choice, check_flag
+
 __all__ = [
+    "KINDS",
     "SCOPES",
     "Context",
+    "PMLInternalsError",
     "Rows",
     "all_gather_no_grad",
     "all_gather_with_grad",
+    "check_pml_internals",
     "context",
     "global_labels",
     "global_rows",
+    "regularizer_rows",
     "regularizer_target",
     "replicated_scale",
+    "running_in",
 ]
 
 #: The values of the classes' ``distributed=`` argument.
 SCOPES = ("global", "local")
-
-_WRAPPER_METHODS = ("forward_regular_loss", "forward_cross_batch")
-_MAX_DEPTH = 64
+#: The ways of running under more than one rank (see the module docstring), for :func:`running_in`.
+KINDS = ("wrapper", "wrapper-efficient", "ddp")
 
 
 class Context(NamedTuple):
@@ -96,13 +123,63 @@ class Rows(NamedTuple):
     scale: float
 
 
+_declared: contextvars.ContextVar[tuple[str, bool] | None] = contextvars.ContextVar(
+    "pml_anticollapse_distributed_kind", default=None
+)
+
+
+@contextlib.contextmanager
+def running_in(kind: str, *, user_ref: bool = False) -> Iterator[None]:
+    """Say how the losses and regularizers called inside the block are run, instead of reading it
+    off the call stack.
+
+    Args:
+        kind: ``"wrapper"`` — the loss is handed the gathered global batch (this rank's rows
+            first, with gradient) and its result is multiplied by the world size, as PML's
+            ``DistributedLossWrapper(efficient=False)`` does; ``"wrapper-efficient"`` — the local
+            rows as ``embeddings`` and the gathered batch as ``ref_emb``, result times the world
+            size (``DistributedLossWrapper(efficient=True)``); ``"ddp"`` — the loss is handed this
+            rank's rows only and nothing multiplies it (no wrapper).
+        user_ref: with ``"wrapper-efficient"``: the ``ref_emb`` the loss receives is a reference
+            set of the user's (gathered), not the gathered batch.
+
+    Use it for a wrapper of your own, or with a PML release whose internals
+    :func:`check_pml_internals` refuses. Under one process (or no process group) it changes
+    nothing. Also usable as a decorator.
+
+    Example:
+        >>> with running_in("ddp"):
+        ...     context()  # no process group in a doctest: still a single process
+        Context(kind='single', world_size=1, user_ref=False)
+    """
+    token = _declared.set((check_choice(kind, "kind", KINDS), check_flag(user_ref, "user_ref")))
+    try:
+        yield
+    finally:
+        _declared.reset(token)
+
+
+def check_pml_internals() -> None:
+    """Check the PML internals that recognising ``DistributedLossWrapper`` relies on.
+
+    Called before the first stack walk anyway; call it yourself at start-up to fail before
+    training. Raises :class:`PMLInternalsError` naming what is missing and the fix.
+    """
+    _wrapper.known_wrapper()
+    _wrapper.regularizer_role(None)
+
+
 def context() -> Context:
     """Tell which of the modes of this module's docstring the caller runs in.
 
     Single-process (no initialised process group, or one rank): ``Context("single", 1)``
-    without looking further. Otherwise the Python call stack is searched for PML's
-    ``DistributedLossWrapper`` (its ``efficient`` flag and whether the user handed it
-    ``ref_emb``); no collective and no host sync.
+    without looking further. Otherwise the kind declared with :func:`running_in`, or else the
+    Python call stack is searched for PML's ``DistributedLossWrapper`` (its ``efficient`` flag
+    and whether the user handed it ``ref_emb``); no collective and no host sync.
+
+    Raises:
+        PMLInternalsError: PML's wrapper is not what the stack walk expects (see
+            :func:`check_pml_internals`) and no kind was declared.
 
     Example:
         >>> context()  # no process group in a doctest
@@ -113,22 +190,14 @@ def context() -> Context:
     world_size = dist.get_world_size()
     if world_size == 1:
         return SINGLE
-    from pytorch_metric_learning.utils.distributed import DistributedLossWrapper
-
-    frame = sys._getframe(1)
-    for _ in range(_MAX_DEPTH):
-        if frame is None:
-            break
-        name = frame.f_code.co_name
-        if name in _WRAPPER_METHODS:
-            wrapper = frame.f_locals.get("self")
-            if isinstance(wrapper, DistributedLossWrapper):
-                efficient = bool(wrapper.efficient) and name == "forward_regular_loss"
-                user_ref = frame.f_locals.get("ref_emb") is not None
-                kind = "wrapper-efficient" if efficient else "wrapper"
-                return Context(kind, world_size, user_ref)
-        frame = frame.f_back
-    return Context("ddp", world_size, False)
+    declared = _declared.get()
+    if declared is not None:
+        return Context(declared[0], world_size, declared[0] == "wrapper-efficient" and declared[1])
+    found = _wrapper.find_wrapper(sys._getframe(1))
+    if found is None:
+        return Context("ddp", world_size, False)
+    efficient, user_ref = found
+    return Context("wrapper-efficient" if efficient else "wrapper", world_size, user_ref)
 
 
 def regularizer_target() -> str:
@@ -138,17 +207,24 @@ def regularizer_target() -> str:
     Found from the caller's frames (PML 2.9's ``weight_regularization_loss``); called only when a
     process group with more than one rank is up.
     """
-    frame = sys._getframe(1)
-    for _ in range(_MAX_DEPTH):
-        if frame is None:
-            break
-        name = frame.f_code.co_name
-        if name == "weight_regularization_loss":
-            return "weights"
-        if name == "embedding_regularization_loss":
-            return "embeddings"
-        frame = frame.f_back
-    return "embeddings"
+    return _wrapper.regularizer_role(sys._getframe(1))
+
+
+def regularizer_rows(x: torch.Tensor, scope: str) -> Rows:
+    """What a regularizer's term measures, in one call: ``Rows(x, None, scale)``.
+
+    One process: ``x`` itself, scale 1. Under more than one rank: for a ``weight_regularizer``
+    (replicated weights) ``x`` with :func:`replicated_scale`; otherwise the rows of
+    :func:`global_rows` for ``scope`` (gathered with gradient where no wrapper gathered them).
+    Multiply the term by ``scale``.
+    """
+    ctx = context()
+    if ctx.kind == "single":
+        check_choice(scope, "distributed", SCOPES)
+        return Rows(x, None, 1.0)
+    if regularizer_target() == "weights":
+        return Rows(x, None, replicated_scale(ctx))
+    return global_rows([(x, None)], scope, ctx)
 
 
 class _AllGatherWithGrad(torch.autograd.Function):
@@ -194,8 +270,7 @@ def all_gather_no_grad(x: torch.Tensor) -> torch.Tensor:
 
 
 def _check_scope(scope: str) -> None:
-    if scope not in SCOPES:
-        raise ValueError(f"distributed must be one of {SCOPES}, got {scope!r}")
+    check_choice(scope, "distributed", SCOPES)
 
 
 def _own_rows(t: torch.Tensor | None, world_size: int) -> torch.Tensor | None:

@@ -15,6 +15,7 @@ from .diagnostics import (
     singular_value_spectrum,
 )
 from .koleo import mean_log_nn_distance
+from .penalties import rate_penalty
 from .uniformity import uniformity
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "effective_rank",
     "half_logdet_gram",
     "ranked_list_loss",
+    "rate_penalty",
     "intra_inter_distance_ratio",
     "mean_log_nn_distance",
     "rho_spectrum",

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import torch
-from pytorch_metric_learning.losses import BaseMetricLossFunction
+from pytorch_metric_learning.losses import BaseMetricLossFunction, CrossBatchMemory
 
 from .. import distributed as D
-from .. import functional as F
+from .._pml2.stats import declare_stats, record_stats
+from .._settings import CodingRateSettings, UsesCodingRate
 from ..functional._checks import (
-    resolve_check,
     check_choice,
+    check_embeddings,
+    check_finite_if,
     check_labels,
     check_nonnegative,
-    check_positive,
-    resolve_eps_sq,
+    check_ref,
 )
-from ..functional.coding_rate import VARIANTS
-from ..regularizers.coding_rate_regularizer import FORMS, rate_penalty
 from ._common import already_reduced
 from ._proxies import proxies_of
 
@@ -24,7 +23,7 @@ TARGETS = ("embeddings", "proxies", "both")
 PROXY_SETS = ("batch", "all")
 
 
-class AntiCollapseLoss(BaseMetricLossFunction):
+class AntiCollapseLoss(UsesCodingRate, BaseMetricLossFunction):
     """Minimises loss_weight·L + ac_weight·penalty(R(Z)) and/or ac_weight·penalty(R(P)).
 
     L is the wrapped PML loss; R is :func:`pml_anticollapse.functional.coding_rate` of the batch
@@ -44,6 +43,20 @@ class AntiCollapseLoss(BaseMetricLossFunction):
     formula: scale m/(d·ε²) on the proxies' Gram matrix (the rate of Pᵀ), exp(−R), batch proxies,
     and w_align = 0.0035 on Proxy-Anchor.
 
+    Which class for which objective (one recommended way each): the proxies of the classes in
+    the batch (the paper's proxy setting, ``target="proxies"``), embeddings and proxies together
+    (``"both"``) and the official code's term (:meth:`official`) — this class. The rate of the
+    batch embeddings alone — ``embedding_regularizer=CodingRateRegularizer()`` on the loss;
+    ``target="embeddings"`` here gives the same value and gradient, for when the term should be
+    its own logged sub-loss (under ``DistributedLossWrapper(efficient=True)`` it also reuses the
+    wrapper's gathered batch instead of gathering again). All proxies —
+    ``weight_regularizer=CodingRateRegularizer()``, the same as ``proxy_set="all"`` here.
+
+    PML's ``CrossBatchMemory`` accepts only the PML losses on its list and refuses this class at
+    construction (PML's bare ``Exception``); a class cannot wrap ``CrossBatchMemory`` either. Put
+    ``embedding_regularizer=CodingRateRegularizer()`` on the loss inside ``CrossBatchMemory``
+    instead.
+
     Args:
         loss: the PML loss to wrap (any ``BaseMetricLossFunction``, ``MCR2Loss`` included).
         target: ``"embeddings"``, ``"proxies"`` or ``"both"``.
@@ -61,6 +74,16 @@ class AntiCollapseLoss(BaseMetricLossFunction):
             process; the wrapped loss is called exactly as without it.
         **kwargs: passed to ``BaseMetricLossFunction`` (``collect_stats``, ``reducer``,
             ``embedding_regularizer`` …).
+
+    The coding-rate settings are kept in ``self.settings`` (a frozen ``CodingRateSettings``,
+    shared with ``CodingRateRegularizer``) and readable as attributes; :meth:`rate` is the
+    coding rate with them.
+
+    Inputs: ``embeddings`` (batch_size, dim) float; ``ref_emb`` / ``ref_labels`` given together,
+    ``ref_emb`` with the embeddings' dim and device; ``labels`` integers (needed for
+    ``proxy_set="batch"``). A mismatch raises a ``ValueError``/``TypeError`` naming the
+    argument. PML's proxy losses move their proxies to the embeddings' device and dtype
+    themselves. NaN/inf embeddings raise on CPU (``check=None``), also for ``target="proxies"``.
 
     Statistics (``collect_stats=True``): ``embedding_coding_rate``, ``proxy_coding_rate`` — of
     the global batch under ``distributed="global"``, the same on every rank.
@@ -87,6 +110,13 @@ class AntiCollapseLoss(BaseMetricLossFunction):
         distributed: str = "global",
         **kwargs,
     ):
+        if isinstance(loss, CrossBatchMemory):
+            raise TypeError(
+                "loss must be a pytorch_metric_learning BaseMetricLossFunction, got "
+                "CrossBatchMemory, which AntiCollapseLoss cannot wrap (and which refuses "
+                "AntiCollapseLoss): put embedding_regularizer=CodingRateRegularizer() on the loss "
+                "inside CrossBatchMemory instead"
+            )
         if not isinstance(loss, BaseMetricLossFunction):
             raise TypeError(
                 f"loss must be a pytorch_metric_learning BaseMetricLossFunction, "
@@ -99,18 +129,13 @@ class AntiCollapseLoss(BaseMetricLossFunction):
         self.proxy_set = check_choice(proxy_set, "proxy_set", PROXY_SETS)
         self.ac_weight = check_nonnegative(ac_weight, "ac_weight")
         self.loss_weight = check_nonnegative(loss_weight, "loss_weight")
-        self.eps_sq = resolve_eps_sq(eps, eps_sq)
-        self.form = check_choice(form, "form", FORMS)
-        self.gamma = check_positive(gamma, "gamma")
-        self.normalize = bool(normalize)
-        self.variant = check_choice(variant, "variant", VARIANTS)
-        self.check = check if check is None else bool(check)
-        self.distributed = check_choice(distributed, "distributed", D.SCOPES)
+        self.settings = CodingRateSettings.from_arguments(
+            eps, eps_sq, form=form, gamma=gamma, normalize=normalize, variant=variant,
+            check=check, distributed=distributed,
+        )
         if self.target != "embeddings":
             proxies_of(loss)  # fail now, not at the first batch
-        self.add_to_recordable_attributes(
-            list_of_names=["embedding_coding_rate", "proxy_coding_rate"], is_stat=True
-        )
+        declare_stats(self, "embedding_coding_rate", "proxy_coding_rate")
 
     @classmethod
     def official(cls, loss: BaseMetricLossFunction, **overrides) -> "AntiCollapseLoss":
@@ -137,19 +162,20 @@ class AntiCollapseLoss(BaseMetricLossFunction):
             names.append("proxy_anti_collapse")
         return names
 
-    def _rate(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        return F.coding_rate(
-            x,
-            eps_sq=self.eps_sq,
-            normalize=self.normalize,
-            variant=self.variant,
-            mask=mask,
-            check=resolve_check(self.check, x),
-        )
-
     def _term(self, rate: torch.Tensor, scale: float = 1.0) -> dict:
         weight = self.ac_weight if scale == 1.0 else self.ac_weight * scale
-        return already_reduced(weight * rate_penalty(rate, self.form, self.gamma))
+        return already_reduced(weight * self.settings.penalty(rate))
+
+    def forward(self, embeddings, labels=None, indices_tuple=None, ref_emb=None, ref_labels=None):
+        check_embeddings(embeddings)
+        if labels is not None or (self.target != "embeddings" and self.proxy_set == "batch"):
+            check_labels(labels, embeddings.shape[0])
+        check_ref(ref_emb, ref_labels, embeddings)
+        if not torch.compiler.is_compiling():
+            # the embedding term checks its rows itself; these only the wrapped loss would see
+            only_wrapped = None if self.target != "proxies" else embeddings
+            check_finite_if(self.check, (only_wrapped, "embeddings"), (ref_emb, "ref_emb"))
+        return super().forward(embeddings, labels, indices_tuple, ref_emb, ref_labels)
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
         ctx = D.context()
@@ -161,21 +187,18 @@ class AntiCollapseLoss(BaseMetricLossFunction):
         loss_dict = {"loss": already_reduced(self.loss_weight * wrapped)}
         if self.target in ("embeddings", "both"):
             rows = D.global_rows([(embeddings, None)], self.distributed, ctx, gathered)
-            rate = self._rate(rows.x)
+            rate = self.rate(rows.x)
             loss_dict["embedding_anti_collapse"] = self._term(rate, rows.scale)
-            if self.collect_stats:
-                self.embedding_coding_rate = rate.detach()
+            record_stats(self, embedding_coding_rate=rate)
         if self.target in ("proxies", "both"):
             proxies, proxy_class = proxies_of(self.loss)
             mask = None
             if self.proxy_set == "batch":
-                check_labels(labels, embeddings.shape[0])
                 present = D.global_labels(
                     labels, self.distributed, ctx, None if gathered is None else gathered[1]
                 )
                 mask = torch.isin(proxy_class, present.to(proxy_class.device))
-            rate = self._rate(proxies, mask)
+            rate = self.rate(proxies, mask)
             loss_dict["proxy_anti_collapse"] = self._term(rate, D.replicated_scale(ctx))
-            if self.collect_stats:
-                self.proxy_coding_rate = rate.detach()
+            record_stats(self, proxy_coding_rate=rate)
         return loss_dict

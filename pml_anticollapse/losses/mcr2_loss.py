@@ -3,28 +3,31 @@
 from __future__ import annotations
 
 from pytorch_metric_learning.losses import BaseMetricLossFunction
-from pytorch_metric_learning.utils import common_functions as c_f
 
 from .. import distributed as D
-from .. import functional as F
-from ..functional._checks import check_choice, check_labels, resolve_check, resolve_eps_sq
+from .._pml2.stats import declare_stats, record_stats
+from .._settings import CodingRateSettings, UsesCodingRate
+from ..functional._checks import check_embeddings, check_int, check_labels, check_ref
 from ._common import already_reduced
 
 
-class MCR2Loss(BaseMetricLossFunction):
+class MCR2Loss(UsesCodingRate, BaseMetricLossFunction):
     """Minimises −ΔR = R_c(Z | Π) − R(Z), the negative rate reduction of labelled embeddings.
 
     ΔR is :func:`pml_anticollapse.functional.coding_rate_reduction`; see it for the formula and
     the ε / ε² convention (default ε² = 0.5, the MCR² code's ``eps=0.5``).
 
-    With ``ref_emb`` (e.g. from ``CrossBatchMemory``) the rate reduction is that of the union of
-    the batch and the reference set, which gives the rate a larger sample; ``indices_tuple`` is
-    not supported (the loss is set-level, not pair-level).
+    With ``ref_emb`` / ``ref_labels`` (e.g. a memory bank of earlier batches that you keep) the
+    rate reduction is that of the union of the batch and the reference set, which gives the rate
+    a larger sample; ``indices_tuple`` is not supported (the loss is set-level, not pair-level).
+    PML's ``CrossBatchMemory`` accepts only the PML losses on its list and refuses this class at
+    construction (PML's bare ``Exception``): pass the memory as ``ref_emb`` instead.
 
     Args:
         eps, eps_sq: the precision ε or ε².
         normalize: L2-normalise the rows first (as MCR² does).
-        num_classes: labels lie in [0, num_classes); absent classes allowed and no ``unique``.
+        num_classes: an int ≥ 1: labels lie in [0, num_classes), absent classes allowed and no
+            ``unique``; ``None`` (default): the classes are the distinct labels present.
         check: as ``CodingRateRegularizer`` (default: on CPU only). The class terms need the
             number of classes and the largest class on the host: one sync on CUDA either way.
         distributed: under ``torch.distributed`` with more than one rank, ``"global"`` (default)
@@ -37,12 +40,22 @@ class MCR2Loss(BaseMetricLossFunction):
             :mod:`pml_anticollapse.distributed`. No effect in a single process.
         **kwargs: passed to ``BaseMetricLossFunction``.
 
+    The settings are kept in ``self.settings`` (the ``CodingRateSettings`` shared with the
+    other coding-rate classes; the standard scale and the −ΔR form, which this class does not
+    let you change) and readable as attributes.
+
+    Inputs: ``embeddings`` (batch_size, dim) float; integer ``labels`` (batch_size,);
+    ``ref_emb`` / ``ref_labels`` given together, ``ref_emb`` with the embeddings' dim, dtype
+    and device. A mismatch raises a ``ValueError``/``TypeError`` naming the argument.
+
     Statistics (``collect_stats=True``): ``coding_rate`` (R), ``compression_rate`` (R_c) and
     ``rate_reduction`` (ΔR) — of the global batch under ``distributed="global"``.
 
     Reference: Yu et al., "Learning Diverse and Discriminative Representations via the
     Principle of Maximal Coding Rate Reduction", arXiv 2006.08558 (NeurIPS 2020).
     """
+
+    setting_names = ("eps_sq", "normalize", "check", "distributed")
 
     def __init__(
         self,
@@ -56,19 +69,22 @@ class MCR2Loss(BaseMetricLossFunction):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.distributed = check_choice(distributed, "distributed", D.SCOPES)
-        self.eps_sq = resolve_eps_sq(eps, eps_sq)
-        self.normalize = bool(normalize)
-        self.num_classes = num_classes
-        self.check = check if check is None else bool(check)
-        self.add_to_recordable_attributes(
-            list_of_names=["coding_rate", "compression_rate", "rate_reduction"], is_stat=True
+        self.settings = CodingRateSettings.from_arguments(
+            eps, eps_sq, normalize=normalize, check=check, distributed=distributed
         )
+        self.num_classes = None if num_classes is None else check_int(num_classes, "num_classes", 1)
+        declare_stats(self, "coding_rate", "compression_rate", "rate_reduction")
+
+    def forward(self, embeddings, labels=None, indices_tuple=None, ref_emb=None, ref_labels=None):
+        check_embeddings(embeddings)
+        check_labels(labels, embeddings.shape[0])
+        check_ref(ref_emb, ref_labels, embeddings, same_dtype=True)
+        return super().forward(embeddings, labels, indices_tuple, ref_emb, ref_labels)
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
         ctx = D.context()
-        check_labels(labels, embeddings.shape[0])
         gathered = None
+        parts = [(embeddings, labels)]
         if ctx.kind == "wrapper-efficient":
             # the wrapper made indices_tuple and handed its gathered batch as ref_emb
             if ctx.user_ref:
@@ -77,24 +93,19 @@ class MCR2Loss(BaseMetricLossFunction):
                     "MCR2Loss; use efficient=False"
                 )
             gathered = (ref_emb, ref_labels)
-            parts = [(embeddings, labels)]
         else:
-            c_f.indices_tuple_not_supported(indices_tuple)
-            parts = [(embeddings, labels)]
+            if indices_tuple is not None:
+                raise ValueError(
+                    "indices_tuple is not supported by MCR2Loss, which measures the rate "
+                    "reduction of the whole batch (so it does not go after a miner or inside "
+                    "CrossBatchMemory): pass indices_tuple=None, got "
+                    f"{type(indices_tuple).__name__}"
+                )
             if ref_emb is not embeddings:
-                check_labels(ref_labels, ref_emb.shape[0], name="ref_labels")
-                parts.append((ref_emb.to(embeddings), ref_labels.to(labels)))
+                parts.append((ref_emb, ref_labels.to(labels)))
         embeddings, labels, scale = D.global_rows(parts, self.distributed, ctx, gathered)
-        out = F.coding_rate_reduction(
-            embeddings,
-            labels,
-            eps_sq=self.eps_sq,
-            normalize=self.normalize,
-            num_classes=self.num_classes,
-            check=resolve_check(self.check, embeddings),
+        out = self.settings.rate_reduction(embeddings, labels, self.num_classes)
+        record_stats(
+            self, coding_rate=out.r, compression_rate=out.r_c, rate_reduction=out.delta_r
         )
-        if self.collect_stats:
-            self.coding_rate = out.r.detach()
-            self.compression_rate = out.r_c.detach()
-            self.rate_reduction = out.delta_r.detach()
         return {"loss": already_reduced(-out.delta_r if scale == 1.0 else -scale * out.delta_r)}

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import torch
 from pytorch_metric_learning.regularizers import BaseRegularizer
 
 from .. import distributed as D
 from .. import functional as F
-from ..functional._checks import check_choice, check_positive, resolve_check, resolve_eps_sq
-from ..functional.coding_rate import VARIANTS
-
-FORMS = ("neg", "exp")
+from .._pml2.stats import declare_stats, record_stats, wants_stats
+from .._settings import CodingRateSettings, UsesCodingRate
 
 
-def rate_penalty(rate: torch.Tensor, form: str, gamma: float) -> torch.Tensor:
-    """What is minimised for a coding rate: −R (``"neg"``) or exp(−γ·R) (``"exp"``)."""
-    return -rate if form == "neg" else torch.exp(-gamma * rate)
-
-
-class CodingRateRegularizer(BaseRegularizer):
+class CodingRateRegularizer(UsesCodingRate, BaseRegularizer):
     """Minimises −R(X) (``form="neg"``) or exp(−γ·R(X)) (``form="exp"``) of the rows of X.
 
     R is :func:`pml_anticollapse.functional.coding_rate`; see it for the formula, the ε / ε²
@@ -34,6 +26,14 @@ class CodingRateRegularizer(BaseRegularizer):
 
     The regularizer has no weight of its own: PML multiplies it by ``embedding_reg_weight`` /
     ``weight_reg_weight``.
+
+    Which class for which objective (one recommended way each): the rate of the batch
+    embeddings on any PML loss — this regularizer as ``embedding_regularizer``;
+    ``AntiCollapseLoss(loss, target="embeddings")`` gives the same value and gradient and is
+    for when the term should be its own logged sub-loss or go with a proxy term. The rate of
+    all class proxies — this regularizer as ``weight_regularizer`` (the same as
+    ``AntiCollapseLoss(loss, target="proxies", proxy_set="all")``). The proxies of the classes
+    in the batch, and the official code's term, need ``AntiCollapseLoss``.
 
     Args:
         eps, eps_sq: the precision ε or ε² (default ε² = 0.5).
@@ -54,6 +54,10 @@ class CodingRateRegularizer(BaseRegularizer):
             :mod:`pml_anticollapse.distributed` for the modes and the limits. No effect in a
             single process.
         **kwargs: passed to ``BaseRegularizer`` (``collect_stats``, ``reducer``).
+
+    The settings are kept in ``self.settings`` (a frozen ``CodingRateSettings``, shared with
+    ``AntiCollapseLoss`` and ``MCR2Loss``) and readable as attributes (``self.eps_sq`` …);
+    :meth:`rate` is the coding rate with them.
 
     Statistics (when ``collect_stats=True``; nothing extra is computed otherwise):
         ``coding_rate`` and ``effective_rank`` of the last input, as detached tensors — under
@@ -76,40 +80,19 @@ class CodingRateRegularizer(BaseRegularizer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.distributed = check_choice(distributed, "distributed", D.SCOPES)
-        self.eps_sq = resolve_eps_sq(eps, eps_sq)
-        self.form = check_choice(form, "form", FORMS)
-        self.gamma = check_positive(gamma, "gamma")
-        self.normalize = bool(normalize)
-        self.variant = check_choice(variant, "variant", VARIANTS)
-        self.check = check if check is None else bool(check)
-        self.add_to_recordable_attributes(
-            list_of_names=["coding_rate", "effective_rank"], is_stat=True
+        self.settings = CodingRateSettings.from_arguments(
+            eps, eps_sq, form=form, gamma=gamma, normalize=normalize, variant=variant,
+            check=check, distributed=distributed,
         )
-
-    def rate(self, x: torch.Tensor) -> torch.Tensor:
-        """The coding rate of ``x`` with this regularizer's settings (differentiable)."""
-        return F.coding_rate(
-            x,
-            eps_sq=self.eps_sq,
-            normalize=self.normalize,
-            variant=self.variant,
-            check=resolve_check(self.check, x),
-        )
+        declare_stats(self, "coding_rate", "effective_rank")
 
     def compute_loss(self, x):
-        scale = 1.0
-        ctx = D.context()
-        if ctx.kind != "single":
-            if D.regularizer_target() == "weights":
-                scale = D.replicated_scale(ctx)
-            else:
-                x, _, scale = D.global_rows([(x, None)], self.distributed, ctx)
+        x, _, scale = D.regularizer_rows(x, self.distributed)
         rate = self.rate(x)
-        if self.collect_stats:
-            self.coding_rate = rate.detach()
-            self.effective_rank = F.effective_rank(x.detach(), normalize=self.normalize)
-        loss = rate_penalty(rate, self.form, self.gamma)
+        if wants_stats(self):
+            effective_rank = F.effective_rank(x.detach(), normalize=self.normalize)
+            record_stats(self, coding_rate=rate, effective_rank=effective_rank)
+        loss = self.settings.penalty(rate)
         return {
             "loss": {
                 "losses": loss if scale == 1.0 else loss * scale,

@@ -10,6 +10,7 @@ logged statistics. The parent process compares them with single-process referenc
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -98,6 +99,8 @@ def build_loss(scenario: str):
 SCENARIOS = {
     "emb": MODES,
     "emb-local": MODES,
+    # the same terms, the mode said with running_in instead of read off the call stack
+    "emb-declared": MODES,
     "proxy": ("wrapper", "ddp"),  # PML's proxy losses refuse the efficient wrapper's ref_emb
     "mcr2": MODES,
     "mcr2-local": MODES,
@@ -132,6 +135,8 @@ def run(rank: int, world_size: int, store: str, out_dir: str) -> None:
     from pytorch_metric_learning.utils.distributed import DistributedLossWrapper
     from torch.nn.parallel import DistributedDataParallel as DDP
 
+    from pml_anticollapse import distributed as D
+
     dist.init_process_group(
         "gloo", init_method=f"file://{store}", rank=rank, world_size=world_size
     )
@@ -156,7 +161,9 @@ def run(rank: int, world_size: int, store: str, out_dir: str) -> None:
                 loss_fn = DistributedLossWrapper(loss, efficient=mode == "wrapper-efficient")
             emb = model(x[rows])
             calls["all_gather"] = 0
-            value = loss_fn(emb, y[rows])
+            declared = scenario.endswith("-declared")
+            with D.running_in(mode) if declared else contextlib.nullcontext():
+                value = loss_fn(emb, y[rows])
             gathers = calls["all_gather"]
             value.backward()
             results[(scenario, mode)] = {

@@ -1,4 +1,5 @@
-"""benchmarks/examples/ddp_example.py's command line in one process: what it refuses, and that
+"""benchmarks/examples/ddp_example.py's command line in one process: what it refuses, that the
+rate and loss it logs are the float64 reference's on the batch the loss was handed, and that
 --smoke fails when it checked nothing or when the check fails (the 2-process run is
 test_ddp_example)."""
 
@@ -11,8 +12,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
+from pytorch_metric_learning.losses import MultiSimilarityLoss
 
 from benchmarks.examples import ddp_example
+from tests.reference import ref_coding_rate
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 60
@@ -76,11 +80,29 @@ class TestSmokeFailsLoudly:
             ddp_example.main(["--smoke"])
 
     @pytest.mark.parametrize("scope", ["global", "local"])
-    def test_smoke_checks_every_step(self, scope, one_process, capsys):
-        ddp_example.main(["--smoke", "--distributed", scope])
+    def test_smoke_logs_the_rate_of_the_batch(self, scope, one_process, monkeypatch, capsys):
+        """Every step's logged rate and loss against the float64 reference on the batch the loss
+        was handed (the script's own check compares two calls of one function in one process)."""
+        seen = []
+
+        class Recording(ddp_example.AntiCollapseLoss):
+            def forward(self, embeddings, labels, *args):
+                out = super().forward(embeddings, labels, *args)
+                seen.append((embeddings.detach().clone(), labels.clone(), out.detach(),
+                             self.embedding_coding_rate.clone()))
+                return out
+
+        monkeypatch.setattr(ddp_example, "AntiCollapseLoss", Recording)
+        ddp_example.main(["--smoke", "--distributed", scope, "--ac-weight", "0.25"])
+        assert len(seen) == 6  # 2 epochs × 3 steps, every one logged
+        assert len({float(r) for *_, r in seen}) == 6  # the model trains: six different batches
+        for z, y, value, logged in seen:
+            rate = ref_coding_rate(z)
+            torch.testing.assert_close(logged.double(), rate, rtol=1e-5, atol=1e-6)
+            want = MultiSimilarityLoss()(z, y).double() - 0.25 * rate
+            torch.testing.assert_close(value.double(), want, rtol=1e-5, atol=1e-6)
         last = capsys.readouterr().out.strip().splitlines()[-1]
-        assert last.endswith("over 6 logged step(s)")  # 2 epochs × 3 steps
-        assert "= 0.00e+00" in last
+        assert last.endswith("over 6 logged step(s)")
 
     @pytest.mark.parametrize(
         "scope, whose", [("global", "the global batch's"), ("local", "this rank's own")]

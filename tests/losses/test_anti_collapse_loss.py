@@ -3,25 +3,27 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import torch
 from pytorch_metric_learning import losses, reducers
 
-from pml_anticollapse import AntiCollapseLoss, MCR2Loss
+from pml_anticollapse import AntiCollapseLoss, CodingRateRegularizer, MCR2Loss
+from pml_anticollapse._settings import CodingRateSettings
 from tests.reference import ref_acl_official_term, ref_coding_rate, ref_rate_reduction
 
 C, D, M = 10, 16, 24
 
 # proxy rows and each row's class, written independently of the package
 PROXY_LOSSES = {
-    "ProxyAnchorLoss": (lambda l: l.proxies, 1),
-    "ProxyNCALoss": (lambda l: l.proxies, 1),
-    "NormalizedSoftmaxLoss": (lambda l: l.W.t(), 1),
-    "ArcFaceLoss": (lambda l: l.W.t(), 1),
-    "CosFaceLoss": (lambda l: l.W.t(), 1),
-    "SubCenterArcFaceLoss": (lambda l: l.W.t(), 3),  # 3 sub-centres per class by default
-    "SoftTripleLoss": (lambda l: l.fc.t(), 10),  # 10 centres per class by default
+    "ProxyAnchorLoss": (lambda loss: loss.proxies, 1),
+    "ProxyNCALoss": (lambda loss: loss.proxies, 1),
+    "NormalizedSoftmaxLoss": (lambda loss: loss.W.t(), 1),
+    "ArcFaceLoss": (lambda loss: loss.W.t(), 1),
+    "CosFaceLoss": (lambda loss: loss.W.t(), 1),
+    "SubCenterArcFaceLoss": (lambda loss: loss.W.t(), 3),  # 3 sub-centres per class by default
+    "SoftTripleLoss": (lambda loss: loss.fc.t(), 10),  # 10 centres per class by default
 }
 
 
@@ -127,6 +129,78 @@ class TestProxyTerm:
         )
 
 
+class TestOneObjectiveTwoWays:
+    """The two spellings the docstrings name for one objective give the same value and
+    gradient (the regularizer way is the recommended one)."""
+
+    @pytest.mark.parametrize("form", ["neg", "exp"])
+    def test_embedding_term(self, form):
+        z, y = _batch()
+        z2 = z.detach().clone().requires_grad_(True)
+        acl = AntiCollapseLoss(losses.TripletMarginLoss(), ac_weight=0.3, form=form, gamma=0.5)
+        reg = losses.TripletMarginLoss(
+            embedding_regularizer=CodingRateRegularizer(form=form, gamma=0.5),
+            embedding_reg_weight=0.3,
+        )
+        a, b = acl(z, y), reg(z2, y)
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+        a.backward()
+        b.backward()
+        torch.testing.assert_close(z.grad, z2.grad, rtol=1e-6, atol=1e-7)
+
+    def test_all_proxies(self):
+        z, y = _batch()
+        inner = losses.ProxyAnchorLoss(C, D)
+        with_reg = losses.ProxyAnchorLoss(
+            C, D, weight_regularizer=CodingRateRegularizer(), weight_reg_weight=0.4
+        )
+        with_reg.load_state_dict(inner.state_dict())
+        acl = AntiCollapseLoss(inner, target="proxies", proxy_set="all", ac_weight=0.4)
+        a, b = acl(z, y), with_reg(z, y)
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+        a.backward()
+        b.backward()
+        torch.testing.assert_close(inner.proxies.grad, with_reg.proxies.grad, rtol=1e-6,
+                                   atol=1e-7)
+
+
+class TestSharedSettings:
+    def test_one_frozen_spec(self):
+        import dataclasses
+
+        acl = AntiCollapseLoss(losses.ContrastiveLoss(), eps=0.5, form="exp", gamma=2.0)
+        assert acl.settings == CodingRateSettings(eps_sq=0.25, form="exp", gamma=2.0)
+        assert (acl.eps_sq, acl.form, acl.gamma, acl.normalize, acl.check) == (
+            0.25, "exp", 2.0, True, None
+        )
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            acl.settings.eps_sq = 1.0
+        with pytest.raises(AttributeError):
+            acl.eps_sq = 1.0
+        assert MCR2Loss(eps_sq=0.3).settings == CodingRateRegularizer(eps_sq=0.3).settings
+
+    def test_spec_validates_however_it_is_built(self):
+        import dataclasses
+
+        with pytest.raises(ValueError, match="form must be one of 'neg', 'exp', got 'log'"):
+            dataclasses.replace(CodingRateSettings(), form="log")
+        with pytest.raises(TypeError, match="normalize must be a bool"):
+            CodingRateSettings(normalize="yes")
+
+    def test_rate_is_the_coding_rate(self):
+        z, _ = _batch()
+        for obj in (AntiCollapseLoss(losses.ContrastiveLoss(), eps_sq=0.3),
+                    CodingRateRegularizer(eps_sq=0.3), MCR2Loss(eps_sq=0.3)):
+            torch.testing.assert_close(
+                obj.rate(z).double(), ref_coding_rate(z, eps_sq=0.3), rtol=1e-5, atol=1e-6
+            )
+
+    def test_repr_shows_the_settings_a_class_takes(self):
+        assert "eps_sq=0.5, normalize=True, check=None, distributed='global'" in repr(MCR2Loss())
+        assert "form=" not in repr(MCR2Loss())
+        assert "form='exp', gamma=2.0" in repr(CodingRateRegularizer(form="exp", gamma=2.0))
+
+
 class TestMCR2Loss:
     @pytest.mark.parametrize("m,d", [(24, 16), (12, 40)])
     def test_equals_minus_rate_reduction(self, m, d, dtype):
@@ -191,3 +265,130 @@ class TestBadInput:
             MCR2Loss()(z, torch.arange(6), (torch.arange(2), torch.arange(2), torch.arange(2)))
         with pytest.raises(ValueError, match="z must be finite"):
             MCR2Loss()(torch.full((6, D), float("nan")), torch.arange(6))
+
+
+# ---------------------------------------------------------------- bad inputs, one row each
+
+# (id, call, error type, message regex from its start), evaluated with the names of _namespace();
+# the same rows are listed for the README's bad-input table.
+BAD_INPUT_ROWS = [
+    ("mcr2-num-classes-0", 'MCR2Loss(num_classes=0)', ValueError,
+     r"num_classes must be an int >= 1, got 0"),
+    ("mcr2-num-classes-str", 'MCR2Loss(num_classes="3")', TypeError,
+     r"num_classes must be an int, got str '3'"),
+    ("mcr2-num-classes-float", 'MCR2Loss(num_classes=2.0)', TypeError,
+     r"num_classes must be an int, got float 2\.0"),
+    ("mcr2-normalize-str", 'MCR2Loss(normalize="False")', TypeError,
+     r"normalize must be a bool \(True or False\), got str 'False'"),
+    ("mcr2-check-int", 'MCR2Loss(check=1)', TypeError,
+     r"check must be a bool \(True or False\), got int 1"),
+    ("mcr2-distributed", 'MCR2Loss(distributed="all")', ValueError,
+     r"distributed must be one of 'global', 'local', got 'all'"),
+    ("mcr2-3d", 'MCR2Loss()(torch.zeros(6, 2, 2), labels)', ValueError,
+     r"embeddings must have shape \(batch_size, dim\), got \(6, 2, 2\)"),
+    ("mcr2-int-embeddings", 'MCR2Loss()(z.long(), labels)', TypeError,
+     r"embeddings must have a floating-point dtype .*got torch\.int64"),
+    ("mcr2-no-labels", 'MCR2Loss()(z)', ValueError, r"labels are required, got None"),
+    ("mcr2-ref-dim", 'MCR2Loss()(z, labels, None, torch.randn(5, 3), labels[:5])', ValueError,
+     r"ref_emb must have dim 4 like the embeddings, got 3"),
+    ("mcr2-ref-dtype", 'MCR2Loss()(z, labels, None, z.double(), labels)', TypeError,
+     r"ref_emb must have the embeddings' dtype \(torch\.float32\), got torch\.float64"),
+    ("mcr2-ref-device", 'MCR2Loss()(z, labels, None, z.to("meta"), labels)', ValueError,
+     r"ref_emb must be on the embeddings' device \(cpu\), got meta"),
+    ("mcr2-ref-no-labels", 'MCR2Loss()(z, labels, None, z + 1)', ValueError,
+     r"ref_emb and ref_labels must be given together, got ref_emb=a tensor, ref_labels=None"),
+    ("mcr2-ref-labels-float", 'MCR2Loss()(z, labels, None, z + 1, labels.float())', TypeError,
+     r"ref_labels must have an integer dtype, got torch\.float32"),
+    ("mcr2-indices-tuple", 'MCR2Loss()(z, labels, (labels, labels, labels))', ValueError,
+     r"indices_tuple is not supported by MCR2Loss, which measures the rate reduction of the "
+     r"whole batch"),
+    ("mcr2-in-cross-batch-memory", 'CrossBatchMemory(MCR2Loss(), 4, memory_size=8)', Exception,
+     r"CrossBatchMemory not supported for MCR2Loss"),
+    ("acl-in-cross-batch-memory",
+     'CrossBatchMemory(AntiCollapseLoss(ContrastiveLoss()), 4, memory_size=8)', Exception,
+     r"CrossBatchMemory not supported for AntiCollapseLoss"),
+    ("acl-wraps-cross-batch-memory",
+     'AntiCollapseLoss(CrossBatchMemory(ContrastiveLoss(), 4, memory_size=8))', TypeError,
+     r"loss must be a pytorch_metric_learning BaseMetricLossFunction, got CrossBatchMemory, "
+     r"which AntiCollapseLoss cannot wrap"),
+    ("acl-normalize-str", 'AntiCollapseLoss(ContrastiveLoss(), normalize="yes")', TypeError,
+     r"normalize must be a bool \(True or False\), got str 'yes'"),
+    ("acl-check-str", 'AntiCollapseLoss(ContrastiveLoss(), check="no")', TypeError,
+     r"check must be a bool \(True or False\), got str 'no'"),
+    ("acl-loss-weight-str", 'AntiCollapseLoss(ContrastiveLoss(), loss_weight="1")', TypeError,
+     r"loss_weight must be a non-negative number, got str"),
+    ("acl-gamma-zero", 'AntiCollapseLoss(ContrastiveLoss(), form="exp", gamma=0)', ValueError,
+     r"gamma must be a finite number > 0, got 0"),
+    ("acl-proxies-of-pair-loss", 'AntiCollapseLoss(ContrastiveLoss(), target="proxies")',
+     TypeError, r"loss must be a PML proxy loss .*got ContrastiveLoss"),
+    ("acl-3d", 'AntiCollapseLoss(ContrastiveLoss())(torch.zeros(6, 2, 2), labels)', ValueError,
+     r"embeddings must have shape \(batch_size, dim\), got \(6, 2, 2\)"),
+    ("acl-labels-short", 'AntiCollapseLoss(ContrastiveLoss())(z, labels[:5])', ValueError,
+     r"labels must have shape \(6,\) to match the embeddings, got \(5,\)"),
+    ("acl-ref-dim", 'AntiCollapseLoss(ContrastiveLoss())(z, labels, None, torch.randn(5, 3), '
+     'labels[:5])', ValueError, r"ref_emb must have dim 4 like the embeddings, got 3"),
+    ("acl-ref-device", 'AntiCollapseLoss(ContrastiveLoss())(z, labels, None, z.to("meta"), '
+     'labels)', ValueError, r"ref_emb must be on the embeddings' device \(cpu\), got meta"),
+    ("acl-ref-no-labels", 'AntiCollapseLoss(ContrastiveLoss())(z, labels, None, z + 1)',
+     ValueError, r"ref_emb and ref_labels must be given together"),
+    ("acl-ref-nan", 'AntiCollapseLoss(ContrastiveLoss())(z, labels, None, z_nan, labels)',
+     ValueError, r"ref_emb must be finite, got NaN or inf values \(first in row 2\)"),
+    ("acl-proxies-nan", 'AntiCollapseLoss(ProxyAnchorLoss(3, 4), target="proxies")(z_nan, '
+     'labels)', ValueError, r"embeddings must be finite, got NaN or inf values \(first in row 2\)"),
+    ("acl-proxies-no-labels", 'AntiCollapseLoss(ProxyAnchorLoss(3, 4), target="proxies")(z)',
+     ValueError, r"labels are required, got None"),
+    ("acl-proxies-float-labels",
+     'AntiCollapseLoss(ProxyAnchorLoss(3, 4), target="proxies")(z, labels.float())', TypeError,
+     r"labels must have an integer dtype, got torch\.float32"),
+    ("reg-normalize-str", 'CodingRateRegularizer(normalize="yes")', TypeError,
+     r"normalize must be a bool \(True or False\), got str 'yes'"),
+    ("reg-check-str", 'CodingRateRegularizer(check="no")', TypeError,
+     r"check must be a bool \(True or False\), got str 'no'"),
+    ("reg-variant", 'CodingRateRegularizer(variant="paper")', ValueError,
+     r"variant must be one of 'standard', 'acl_official', got 'paper'"),
+    ("reg-distributed", 'CodingRateRegularizer(distributed=True)', ValueError,
+     r"distributed must be one of 'global', 'local', got True"),
+    ("reg-eps-and-eps-sq", 'CodingRateRegularizer(eps=0.5, eps_sq=0.25)', ValueError,
+     r"give either eps \(ε\) or eps_sq \(ε²\), not both"),
+    ("reg-3d", 'CodingRateRegularizer()(torch.zeros(6, 2, 2))', ValueError,
+     r"z must have shape \(batch_size, dim\), got \(6, 2, 2\)"),
+    ("reg-inf", 'CodingRateRegularizer()(z_inf)', ValueError, r"z must be finite"),
+    ("penalty-form", 'F.rate_penalty(torch.tensor(1.0), "log")', ValueError,
+     r"form must be one of 'neg', 'exp', got 'log'"),
+    ("penalty-gamma", 'F.rate_penalty(torch.tensor(1.0), "exp", gamma=-1.0)', ValueError,
+     r"gamma must be a finite number > 0, got -1\.0"),
+    ("running-in-kind", 'D.running_in("DDP").__enter__()', ValueError,
+     r"kind must be one of 'wrapper', 'wrapper-efficient', 'ddp', got 'DDP'"),
+    ("running-in-user-ref", 'D.running_in("ddp", user_ref="yes").__enter__()', TypeError,
+     r"user_ref must be a bool \(True or False\), got str 'yes'"),
+]
+
+
+def _namespace():
+    import pml_anticollapse
+    from pml_anticollapse import distributed as D
+
+    z = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
+    z_nan, z_inf = z.clone(), z.clone()
+    z_nan[2, 1] = float("nan")
+    z_inf[2, 0] = float("inf")
+    return dict(
+        torch=torch, F=pml_anticollapse.functional, D=D, z=z, z_nan=z_nan, z_inf=z_inf,
+        labels=torch.tensor([0, 0, 1, 1, 2, 2]), AntiCollapseLoss=AntiCollapseLoss,
+        MCR2Loss=MCR2Loss, CodingRateRegularizer=CodingRateRegularizer,
+        ContrastiveLoss=losses.ContrastiveLoss, ProxyAnchorLoss=losses.ProxyAnchorLoss,
+        CrossBatchMemory=losses.CrossBatchMemory,
+    )
+
+
+class TestBadInputRows:
+    @pytest.mark.parametrize("call, exc, pattern", [r[1:] for r in BAD_INPUT_ROWS],
+                             ids=[r[0] for r in BAD_INPUT_ROWS])
+    def test_row(self, call, exc, pattern):
+        with pytest.raises(exc) as info:
+            eval(call, _namespace())
+        assert type(info.value) is exc, f"{type(info.value).__name__}: {info.value}"
+        assert re.match(pattern, str(info.value)), str(info.value)
+
+    def test_ids_are_distinct(self):
+        assert len({r[0] for r in BAD_INPUT_ROWS}) == len(BAD_INPUT_ROWS)

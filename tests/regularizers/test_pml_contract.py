@@ -34,15 +34,15 @@ NOT_APPLICABLE = {
 }
 # How each proxy loss stores its class weights, written independently of the package.
 WEIGHT_ROWS = {
-    "ProxyAnchorLoss": lambda l: l.proxies,
-    "ProxyNCALoss": lambda l: l.proxies,
-    "NormalizedSoftmaxLoss": lambda l: l.W.t(),
-    "LargeMarginSoftmaxLoss": lambda l: l.W.t(),
-    "ArcFaceLoss": lambda l: l.W.t(),
-    "CosFaceLoss": lambda l: l.W.t(),
-    "SphereFaceLoss": lambda l: l.W.t(),
-    "SubCenterArcFaceLoss": lambda l: l.W.t(),
-    "SoftTripleLoss": lambda l: l.fc.t(),
+    "ProxyAnchorLoss": lambda loss: loss.proxies,
+    "ProxyNCALoss": lambda loss: loss.proxies,
+    "NormalizedSoftmaxLoss": lambda loss: loss.W.t(),
+    "LargeMarginSoftmaxLoss": lambda loss: loss.W.t(),
+    "ArcFaceLoss": lambda loss: loss.W.t(),
+    "CosFaceLoss": lambda loss: loss.W.t(),
+    "SphereFaceLoss": lambda loss: loss.W.t(),
+    "SubCenterArcFaceLoss": lambda loss: loss.W.t(),
+    "SoftTripleLoss": lambda loss: loss.fc.t(),
 }
 
 
@@ -181,3 +181,34 @@ class TestCheckPolicy:
         assert resolve_check(None, torch.empty(1, device="meta")) is False  # stands for CUDA
         assert resolve_check(True, torch.empty(1, device="meta")) is True
         assert resolve_check(False, torch.empty(1)) is False
+
+
+class TestRatePenalty:
+    """functional.rate_penalty, the one penalty the regularizer and AntiCollapseLoss use."""
+
+    @pytest.mark.parametrize("rate", [0.0, 0.7, 3.6])
+    def test_closed_forms_and_gradients(self, rate):
+        import math
+
+        from pml_anticollapse.functional import rate_penalty
+
+        r = torch.tensor(rate, dtype=torch.float64, requires_grad=True)
+        neg = rate_penalty(r)
+        (g_neg,) = torch.autograd.grad(neg, r)
+        assert (neg.item(), g_neg.item()) == (-rate, -1.0)
+        exp = rate_penalty(r, "exp", gamma=0.5)
+        (g_exp,) = torch.autograd.grad(exp, r)
+        assert exp.item() == pytest.approx(math.exp(-0.5 * rate), rel=1e-12)
+        assert g_exp.item() == pytest.approx(-0.5 * math.exp(-0.5 * rate), rel=1e-12)
+
+    def test_the_classes_use_it(self, monkeypatch):
+        from pml_anticollapse.functional import penalties
+
+        calls = []
+        real = penalties.rate_penalty
+        monkeypatch.setattr(
+            "pml_anticollapse._settings.rate_penalty",
+            lambda *a: calls.append(a[1:]) or real(*a),
+        )
+        CodingRateRegularizer(form="exp", gamma=0.25)(torch.randn(6, 4))
+        assert calls == [("exp", 0.25)]

@@ -1,0 +1,31 @@
+"""Recorded statistics, PML 2 style (removed in PML 3).
+
+PML 2's ``ModuleWithRecords`` keeps a ``collect_stats`` flag; attributes declared with
+``add_to_recordable_attributes(..., is_stat=True)`` are zeroed by ``reset_stats()`` at every
+forward and read by record-keeper. The classes of this package declare and set their statistics
+only through the two functions below.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["declare_stats", "record_stats", "wants_stats"]
+
+
+def declare_stats(module: torch.nn.Module, *names: str) -> None:
+    """Declare ``names`` as recorded statistics of ``module`` (a no-op unless
+    ``collect_stats=True``, as in PML)."""
+    module.add_to_recordable_attributes(list_of_names=list(names), is_stat=True)
+
+
+def wants_stats(module: torch.nn.Module) -> bool:
+    """Whether ``module`` records statistics: compute the costly ones only then."""
+    return bool(getattr(module, "collect_stats", False))
+
+
+def record_stats(module: torch.nn.Module, **values: torch.Tensor) -> None:
+    """Set each statistic to its value, detached, when ``module`` records statistics."""
+    if wants_stats(module):
+        for name, value in values.items():
+            setattr(module, name, value.detach())
