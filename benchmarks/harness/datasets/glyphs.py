@@ -1,0 +1,385 @@
+"""Glyphs rendered from real fonts: classes = characters, instances = font designs.
+
+The idea of notMNIST and Omniglot, on fonts installed from Debian packages (``dataset.font_set``,
+see ``benchmarks.harness.glyphs.fonts``; ``bash scripts/fonts.sh`` installs them) or any folder
+of .ttf/.otf/.ttc files (``dataset.font_dir``, CLI ``--font-dir``). Characters: JIS X 0208
+level-1 kanji (a seeded sample of ``num_characters``), the 143 kana or the 62 Latin
+alphanumerics (``benchmarks.harness.glyphs.charsets``). Rendering (Pillow; fontTools for
+coverage), placeholder detection, the cache and its manifest: ``benchmarks.harness.glyphs.render``.
+A font that does not render every chosen character is dropped and reported.
+
+Protocols (``dataset.protocols.<name>.type``); splits drawn with ``numpy.random.RandomState``
+seeded by the protocol's ``split_seed``:
+
+- ``zero_shot``: the characters are split into ``train_fraction`` training characters and the
+  rest; train on the training characters in every font, retrieve the unseen characters in every
+  font (query = reference = test set, as for CUB / Cars196 / SOP).
+- ``superclass``: ``test_fonts`` fonts are held out; the training characters are cut into fixed
+  random groups of ``group_size`` (coarse classes); train on the coarse labels in the other
+  fonts, retrieve the *fine* training characters in the held-out fonts. A loss that collapses a
+  coarse class to a point loses the characters inside it.
+
+Validation (choosing settings without touching the test data): ``validation_fold: k`` (zero_shot)
+retrieves fold k of ``validation_folds`` class-disjoint folds of the *training* characters,
+trained on the other folds; ``validation: true`` (superclass) leaves the test fonts out entirely
+and holds out ``test_fonts`` of the training fonts instead.
+
+Images: uint8 32×32 (glyph fitted into 28 px), fed through the same transforms as the real
+image datasets (``ToRGB`` + ``ToNormalizedTensor`` of ``datasets.real``) plus, for training, a
+random shift of up to ``augment_shift`` pixels (zero fill). Items are float32 (3, S, S).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import torch
+
+from ..glyphs import charsets, fonts, render
+from ..models import AvgMaxPool, FrozenBNMixin, ModelOptions, register_model
+from ..schema import Check, non_negative_int, one_of, option, positive_int
+from . import DatasetBase, ProtocolBase, ProtocolData, register_dataset, register_protocol
+from .real import Compose, ToNormalizedTensor, ToRGB
+
+_fraction = Check("a number in (0, 1)", lambda v: 0 < v < 1)
+_at_least_2 = Check("an integer >= 2", lambda v: v >= 2)
+
+
+# ------------------------------------------------------------------------------ images
+
+
+class RandomShift:
+    """Shift a PIL image by up to ``max_shift`` pixels in x and y (zero fill), drawn from torch's
+    global generator (so a seeded, resumed run draws the same shifts)."""
+
+    def __init__(self, max_shift: int):
+        self.max_shift = int(max_shift)
+
+    def __call__(self, img):
+        from PIL import Image
+
+        if self.max_shift == 0:
+            return img
+        dx, dy = torch.randint(-self.max_shift, self.max_shift + 1, (2,)).tolist()
+        out = Image.new(img.mode, img.size, 0)
+        out.paste(img, (dx, dy))
+        return out
+
+
+class GlyphImages(torch.utils.data.Dataset):
+    """uint8 glyph images (N, S, S) with ``labels``; items ``(float32 (3, S, S), int)``.
+
+    ``characters[i]`` and ``fonts[i]`` name what image ``i`` shows (for reports and tests).
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform, characters, fonts):
+        if images.shape[0] != labels.shape[0]:
+            raise ValueError(
+                f"images and labels must have the same length, got {images.shape[0]} and "
+                f"{labels.shape[0]}"
+            )
+        self.images = images
+        self.labels = torch.as_tensor(labels, dtype=torch.long)
+        self.transform = transform
+        self.characters = list(characters)
+        self.fonts = list(fonts)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
+
+
+def make_transform(augment_shift: int, train: bool) -> Compose:
+    """The real datasets' tensor path (RGB, ImageNet normalisation), with ±shift for training."""
+    steps = [RandomShift(augment_shift)] if train and augment_shift else []
+    return Compose([*steps, ToRGB(), ToNormalizedTensor()])
+
+
+def _subset(glyphs: render.GlyphSet, font_idx, char_idx, labels_of_char, transform):
+    """Every (font, character) image of the given fonts and characters, fonts outermost."""
+    font_idx, char_idx = np.asarray(font_idx), np.asarray(char_idx)
+    images = glyphs.images[np.ix_(font_idx, char_idx)]
+    n = images.shape[0] * images.shape[1]
+    labels = np.tile(np.asarray(labels_of_char, dtype=np.int64), len(font_idx))
+    chars = [glyphs.characters[c] for c in char_idx] * len(font_idx)
+    names = [glyphs.fonts[f]["file"] for f in font_idx for _ in char_idx]
+    return GlyphImages(images.reshape(n, *images.shape[2:]), labels, transform, chars, names)
+
+
+# ------------------------------------------------------------------------------ dataset
+
+
+@register_dataset("glyphs")
+@dataclasses.dataclass
+class Glyphs(DatasetBase):
+    """Characters rendered from real fonts (classes = characters, instances = font designs)."""
+
+    charset: str = option(
+        "kanji", "kanji (JIS level 1) | kana | latin", check=one_of(*charsets.CHARSETS)
+    )
+    num_characters: int | None = option(
+        1000, "seeded sample of the charset (None: all of it)", check=_at_least_2
+    )
+    char_seed: int = option(0, "seed of the character sample", check=non_negative_int)
+    font_set: str = option(
+        "core", "pinned Debian font packages: core | extended | all", check=one_of(*fonts.FONT_SETS)
+    )
+    font_dir: str | None = option(
+        None, "a folder of .ttf/.otf/.ttc files used instead of font_set (CLI --font-dir)"
+    )
+    font_cache: str | None = option(
+        None, "where scripts/fonts.sh extracts packages without root (default "
+        "~/.cache/pml-anticollapse/fonts)"
+    )
+    cache_dir: str | None = option(
+        None, "render cache (default $PMLAC_GLYPH_CACHE or ~/.cache/pml-anticollapse/glyphs)"
+    )
+    image_size: int = option(32, "side of the square glyph image", check=_at_least_2)
+    glyph_fit: int = option(28, "longer side of the cropped glyph inside it", check=positive_int)
+    render_px: int = option(64, "Pillow font size before cropping", check=positive_int)
+    augment_shift: int = option(2, "training images: random shift of up to this many pixels",
+                                check=non_negative_int)
+    min_fonts: int = option(3, "fewer fonts rendering every character is an error",
+                            check=_at_least_2)
+
+    default_protocols = {
+        "zero_shot": {"type": "zero_shot"},
+        "superclass": {"type": "superclass"},
+    }
+
+    def validate(self, where: str) -> None:
+        if self.font_dir is not None:
+            self.font_dir = os.path.expanduser(self.font_dir)
+            if not os.path.isdir(self.font_dir):
+                what = "a file" if os.path.exists(self.font_dir) else "nothing"
+                raise ValueError(
+                    f"{where}.font_dir (--font-dir) must be a folder of .ttf/.otf/.ttc files, "
+                    f"got {self.font_dir!r}, which is {what}"
+                )
+        if self.glyph_fit > self.image_size:
+            raise ValueError(
+                f"{where}.glyph_fit must be <= image_size {self.image_size}, got {self.glyph_fit}"
+            )
+        if self.augment_shift >= self.image_size:
+            raise ValueError(
+                f"{where}.augment_shift must be < image_size {self.image_size}, "
+                f"got {self.augment_shift}"
+            )
+
+    def faces(self) -> list[fonts.FontFace]:
+        if self.font_dir is not None:
+            return fonts.font_dir_faces(self.font_dir)
+        return fonts.font_set_faces(self.font_set, self.font_cache)
+
+    def glyph_set(self, charset: str | None = None, count: int | None = None,
+                  log=None) -> render.GlyphSet:
+        """The rendered glyphs of ``charset`` and a seeded sample of ``count`` of them (None:
+        all); ``charset=None``: the dataset's charset and ``num_characters``."""
+        if charset is None:
+            charset, count = self.charset, self.num_characters
+        chars = charsets.select_characters(charset, count, self.char_seed)
+        return render.render_glyphs(
+            self.faces(), chars, size=self.image_size, fit=self.glyph_fit,
+            render_px=self.render_px, cache_dir=self.cache_dir, min_fonts=self.min_fonts,
+            log=log or _log,
+        )
+
+    def build(self, protocols: dict) -> dict[str, ProtocolData]:
+        memo: dict = {}
+        out = {}
+        for name, p in protocols.items():
+            key = (p.charset, p.num_characters) if p.charset is not None else None
+            if key not in memo:
+                memo[key] = self.glyph_set(p.charset, p.num_characters)
+            out[name] = p.build_from(self, memo[key], name)
+        return out
+
+
+def _log(msg: str) -> None:
+    print(f"[glyphs] {msg}", flush=True)
+
+
+def provenance(glyphs: render.GlyphSet) -> dict:
+    """What results.json records of the data (and what a resumed run must match)."""
+    return {
+        "glyph_manifest_sha256": glyphs.manifest_hash,
+        "num_fonts": int(glyphs.images.shape[0]),
+        "num_characters": int(glyphs.images.shape[1]),
+        "fonts": [f["file"] for f in glyphs.fonts],
+        "dropped_fonts": [f"{d['file']}: {d['reason']}" for d in glyphs.dropped],
+    }
+
+
+def _char_split(n: int, train_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    perm = np.random.RandomState(seed).permutation(n)
+    k = int(round(train_fraction * n))
+    if not 1 <= k < n:
+        raise ValueError(
+            f"train_fraction {train_fraction} of {n} characters leaves an empty side"
+        )
+    return np.sort(perm[:k]), np.sort(perm[k:])
+
+
+@dataclasses.dataclass
+class _GlyphProtocol(ProtocolBase):
+    train_fraction: float = option(
+        0.5, "share of the characters used for training", check=_fraction
+    )
+    split_seed: int = option(0, "seed of the character (and font) splits", check=non_negative_int)
+    charset: str | None = option(
+        None, "another charset for this protocol (None: the dataset's charset and sample)",
+        check=Check(f"one of {list(charsets.CHARSETS)}", lambda v: v in charsets.CHARSETS),
+    )
+    num_characters: int | None = option(
+        None, "with charset: seeded sample size (None: the whole set)", check=_at_least_2
+    )
+
+    def build(self, dataset: Glyphs, name: str) -> ProtocolData:
+        return dataset.build({name: self})[name]
+
+
+@register_protocol("glyphs", "zero_shot")
+@dataclasses.dataclass
+class GlyphZeroShot(_GlyphProtocol):
+    """Train on some characters, retrieve the unseen ones (every font; query = reference)."""
+
+    validation_fold: int | None = option(
+        None, "validation: retrieve this fold of the training characters (test ones unused)",
+        check=non_negative_int,
+    )
+    validation_folds: int = option(3, "number of validation folds", check=_at_least_2)
+
+    def validate(self, where: str) -> None:
+        if self.validation_fold is not None and self.validation_fold >= self.validation_folds:
+            raise ValueError(
+                f"{where}.validation_fold must be < validation_folds {self.validation_folds}, "
+                f"got {self.validation_fold}"
+            )
+
+    def build_from(self, ds: Glyphs, glyphs: render.GlyphSet, name: str) -> ProtocolData:
+        nf, nc = glyphs.images.shape[:2]
+        train_c, test_c = _char_split(nc, self.train_fraction, self.split_seed)
+        what = "unseen"
+        if self.validation_fold is not None:
+            folds = np.array_split(
+                np.random.RandomState(self.split_seed + 1).permutation(train_c),
+                self.validation_folds,
+            )
+            test_c = np.sort(folds[self.validation_fold])
+            train_c = np.sort(np.setdiff1d(train_c, test_c))
+            what = f"validation fold {self.validation_fold}/{self.validation_folds} of training"
+        all_fonts = np.arange(nf)
+        train = _subset(glyphs, all_fonts, train_c, np.arange(len(train_c)),
+                        make_transform(ds.augment_shift, True))
+        query = _subset(glyphs, all_fonts, test_c, test_c, make_transform(0, False))
+        return ProtocolData(
+            name, train, query, num_train_classes=len(train_c), input_kind="image",
+            description=(
+                f"glyphs: train on {len(train_c)} characters x {nf} fonts, retrieve the "
+                f"{len(test_c)} {what} characters x {nf} fonts"
+            ),
+            provenance=provenance(glyphs),
+        )
+
+
+@register_protocol("glyphs", "superclass")
+@dataclasses.dataclass
+class GlyphSuperclass(_GlyphProtocol):
+    """Train on coarse groups of the training characters, retrieve the fine characters in fonts
+    held out from training."""
+
+    group_size: int = option(10, "training characters per coarse class", check=_at_least_2)
+    test_fonts: int = option(5, "fonts held out from training (the query fonts)",
+                             check=_at_least_2)
+    validation: bool = option(
+        False, "validation: leave the test fonts out, hold out test_fonts training fonts"
+    )
+
+    def build_from(self, ds: Glyphs, glyphs: render.GlyphSet, name: str) -> ProtocolData:
+        nf, nc = glyphs.images.shape[:2]
+        train_c, _ = _char_split(nc, self.train_fraction, self.split_seed)
+        need = self.test_fonts * (2 if self.validation else 1) + 1
+        if nf < need:
+            raise ValueError(
+                f"dataset.protocols.{name}.test_fonts: {self.test_fonts} held-out fonts "
+                f"{'(twice, validation) ' if self.validation else ''}need >= {need} fonts, "
+                f"got {nf}"
+            )
+        n_groups = len(train_c) // self.group_size
+        if n_groups < 2:
+            raise ValueError(
+                f"dataset.protocols.{name}.group_size must leave >= 2 coarse classes of the "
+                f"{len(train_c)} training characters, got {self.group_size}"
+            )
+        rng = np.random.RandomState(self.split_seed + 2)
+        font_perm = rng.permutation(nf)
+        test_f, train_f = font_perm[: self.test_fonts], font_perm[self.test_fonts:]
+        if self.validation:
+            test_f, train_f = train_f[: self.test_fonts], train_f[self.test_fonts:]
+        test_f, train_f = np.sort(test_f), np.sort(train_f)
+        coarse = np.empty(len(train_c), dtype=np.int64)
+        for g, members in enumerate(np.array_split(rng.permutation(len(train_c)), n_groups)):
+            coarse[members] = g
+        train = _subset(glyphs, train_f, train_c, coarse, make_transform(ds.augment_shift, True))
+        query = _subset(glyphs, test_f, train_c, train_c, make_transform(0, False))
+        held = "validation" if self.validation else "held-out"
+        return ProtocolData(
+            name, train, query, num_train_classes=n_groups, input_kind="image",
+            description=(
+                f"glyphs: train on {n_groups} coarse groups of {len(train_c)} characters x "
+                f"{len(train_f)} fonts, retrieve the fine characters in {len(test_f)} {held} fonts"
+            ),
+            provenance=provenance(glyphs),
+        )
+
+
+# ------------------------------------------------------------------------------ model
+
+
+def _conv_block(c_in: int, c_out: int) -> torch.nn.Sequential:
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        torch.nn.BatchNorm2d(c_out),
+        torch.nn.ReLU(inplace=True),
+    )
+
+
+class GlyphCNN(FrozenBNMixin, torch.nn.Module):
+    """A small CNN for 32×32 glyphs that trains on a CPU: three conv-BN-ReLU stages of
+    ``width``, 2·``width``, 4·``width`` channels, a 2×2 max pool after the first two, then
+    avg+max pooling (``models.AvgMaxPool``) to 4·``width`` features."""
+
+    def __init__(self, in_channels: int = 3, width: int = 32):
+        super().__init__()
+        self.features = torch.nn.Sequential(
+            _conv_block(in_channels, width), torch.nn.MaxPool2d(2),
+            _conv_block(width, 2 * width), torch.nn.MaxPool2d(2),
+            _conv_block(2 * width, 4 * width),
+        )
+        self.pool = AvgMaxPool()
+        self.output_dim = 4 * width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.features(x))
+
+
+def _glyph_cnn(width: int):
+    def factory(o: ModelOptions, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(
+                f"model glyph_cnn needs image items (C, H, W), got items of shape {input_shape}"
+            )
+        trunk = GlyphCNN(int(input_shape[0]), width)
+        return trunk, torch.nn.Linear(trunk.output_dim, o.embedding_size)
+
+    return factory
+
+
+register_model("glyph_cnn")(_glyph_cnn(32))  # 32-64-128 channels (REFERENCE §7)
+register_model("glyph_cnn_small")(_glyph_cnn(16))  # 16-32-64 channels
