@@ -1,7 +1,8 @@
 """The coding rate of the global batch under torch.distributed: 2 gloo processes on CPU.
 
 One pair of processes (``_ddp_worker.py``) runs every scenario in every mode — PML's
-``DistributedLossWrapper`` with ``efficient=False`` and ``efficient=True``, and plain DDP — and
+``DistributedLossWrapper`` with ``efficient=False`` and ``efficient=True``, and plain DDP; the
+``*-declared`` scenario says the mode with ``running_in`` instead of the stack walk — and
 saves each rank's gradients and logged statistics. Here they are compared with single-process
 float64 references written independently of the package (autograd through ``torch.logdet`` of
 the d×d matrix, a Python loop over classes): the gradients after DDP's averaging must be the

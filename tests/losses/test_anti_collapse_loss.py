@@ -164,6 +164,21 @@ class TestOneObjectiveTwoWays:
                                    atol=1e-7)
 
 
+    def test_inside_cross_batch_memory_through_the_inner_loss(self):
+        """The docstrings' way round CrossBatchMemory refusing the classes: the regularizer on
+        the inner loss measures each batch (not the memory)."""
+        def memory(**kwargs):
+            return losses.CrossBatchMemory(losses.ContrastiveLoss(**kwargs), D, memory_size=48)
+
+        with_reg = memory(embedding_regularizer=CodingRateRegularizer(), embedding_reg_weight=0.5)
+        bare = memory()
+        y = torch.arange(M) % 6
+        for step in range(3):  # the memory fills up: the pair term changes, the rate term not
+            z = torch.randn(M, D, generator=torch.Generator().manual_seed(step))
+            want = bare(z, y).double() - 0.5 * ref_coding_rate(z)
+            torch.testing.assert_close(with_reg(z, y).double(), want, rtol=1e-5, atol=1e-6)
+
+
 class TestSharedSettings:
     def test_one_frozen_spec(self):
         import dataclasses

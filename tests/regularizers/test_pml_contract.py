@@ -212,3 +212,21 @@ class TestRatePenalty:
         )
         CodingRateRegularizer(form="exp", gamma=0.25)(torch.randn(6, 4))
         assert calls == [("exp", 0.25)]
+
+
+class TestStatsAdapter:
+    """pml_anticollapse._pml2.stats: the one place PML 2's recorded statistics are used."""
+
+    def test_declare_and_record(self):
+        from pml_anticollapse._pml2.stats import declare_attributes, declare_stats, record_stats
+
+        on, off = CodingRateRegularizer(collect_stats=True), CodingRateRegularizer()
+        for reg in (on, off):
+            declare_stats(reg, "probe")
+            declare_attributes(reg, "gamma")
+            record_stats(reg, probe=torch.tensor(2.0, requires_grad=True) * 1)
+        assert "probe" in on._record_these_stats and "gamma" in on._record_these
+        assert on.probe.item() == 2.0 and not on.probe.requires_grad
+        assert "probe" not in getattr(off, "_record_these_stats", [])
+        assert "gamma" in off._record_these
+        assert not hasattr(off, "probe")
