@@ -164,26 +164,30 @@ def apply_params(cfg: dict, method: dict, params: dict[str, Any]) -> tuple[dict,
 def class_folds(labels: Sequence[int], k: int, seed: int) -> list[tuple[list[int], list[int]]]:
     """K class-disjoint folds of the classes in ``labels``: [(fit classes, validation classes)].
 
-    The classes are shuffled with ``seed`` and dealt into k groups of (nearly) equal size; fold
-    i validates on group i and fits on the others. Only classes present in ``labels`` (the
-    training classes) appear, so a fold can never see a test class.
+    Within every fold the fit and validation classes are disjoint, and only classes present in
+    ``labels`` (the training classes) appear, so a fold can never see a test class. With at
+    least 2k classes they are shuffled with ``seed`` and dealt into k groups of (nearly) equal
+    size, fold i validating on group i (each class validated once). With fewer (digits: 5
+    training classes) each fold validates on a different seeded pair of classes and fits on
+    the rest, so the validation sets of two folds may share a class.
     """
     if not isinstance(k, int) or isinstance(k, bool) or k < 2:
-        raise ValueError(f"tuning.folds must be an integer >= 2, got {k!r}")
+        raise ValueError(f"tuning folds must be an integer >= 2, got {k!r}")
     classes = np.unique(np.asarray(labels))
-    if len(classes) < 2 * k:
-        raise ValueError(
-            f"tuning.folds={k} needs at least {2 * k} training classes (2 per validation fold), "
-            f"got {len(classes)}"
-        )
-    order = np.random.RandomState(seed).permutation(classes)
-    groups = np.array_split(order, k)
-    folds = []
-    for i in range(k):
-        val = sorted(int(c) for c in groups[i])
-        fit = sorted(int(c) for j, g in enumerate(groups) if j != i for c in g)
-        folds.append((fit, val))
-    return folds
+    n = len(classes)
+    rng = np.random.RandomState(seed)
+    if n >= 2 * k:
+        groups = np.array_split(rng.permutation(classes), k)
+        vals = [sorted(int(c) for c in g) for g in groups]
+    else:
+        pairs = [(int(a), int(b)) for i, a in enumerate(classes) for b in classes[i + 1 :]]
+        if n < 4 or len(pairs) < k:
+            raise ValueError(
+                f"{k} tuning folds need at least 4 training classes and {k} distinct validation "
+                f"pairs, got {n} classes"
+            )
+        vals = [list(pairs[i]) for i in sorted(rng.choice(len(pairs), size=k, replace=False))]
+    return [(sorted(int(c) for c in classes if int(c) not in v), v) for v in vals]
 
 
 def trial_seed(seed: int, method: str, number: int) -> int:

@@ -90,10 +90,19 @@ class TestClassFolds:
         assert tuning.class_folds(labels, 3, 1) == tuning.class_folds(labels, 3, 1)
         assert tuning.class_folds(labels, 3, 1) != tuning.class_folds(labels, 3, 2)
 
-    @pytest.mark.parametrize("k, message", [(1, ">= 2"), (True, ">= 2"), (4, "at least 8")])
-    def test_bad_fold_count(self, k, message):
+    def test_few_classes_give_distinct_validation_pairs(self):
+        folds = tuning.class_folds([0, 1, 2, 3, 4] * 3, 4, seed=0)  # digits 0-4
+        assert len({tuple(v) for _, v in folds}) == 4
+        for fit, val in folds:
+            assert len(val) == 2 and len(fit) == 3 and not set(fit) & set(val)
+            assert set(fit) | set(val) == {0, 1, 2, 3, 4}
+
+    @pytest.mark.parametrize(
+        "n, k, message", [(6, 1, ">= 2"), (6, True, ">= 2"), (3, 2, "at least 4"), (4, 7, "7 distinct")]
+    )
+    def test_bad_fold_count(self, n, k, message):
         with pytest.raises(ValueError, match=message):
-            tuning.class_folds(list(range(6)), k, 0)
+            tuning.class_folds(list(range(n)), k, 0)
 
 
 def _objective(calls):
