@@ -98,7 +98,8 @@ class TestClassFolds:
             assert set(fit) | set(val) == {0, 1, 2, 3, 4}
 
     @pytest.mark.parametrize(
-        "n, k, message", [(6, 1, ">= 2"), (6, True, ">= 2"), (3, 2, "at least 4"), (4, 7, "7 distinct")]
+        "n, k, message",
+        [(6, 1, ">= 2"), (6, True, ">= 2"), (3, 2, "at least 4"), (4, 7, "7 distinct")],
     )
     def test_bad_fold_count(self, n, k, message):
         with pytest.raises(ValueError, match=message):
