@@ -90,3 +90,23 @@ class TestFastPathAgainstReference:
         want = ref_coding_rate(z, eps_sq=eps_sq, normalize=normalize, variant=variant)
         tol = TOLERANCES[torch.float32]
         torch.testing.assert_close(got.double(), want, rtol=10 * tol["rtol"], atol=tol["atol"])
+
+
+class TestRowScaling:
+    """With normalize=True only the directions count: rows scaled by anything from 1e-150 to
+    1e150 (float64) give the same diagnostics and the same Ranked List Loss."""
+
+    @given(batch=spread_batch(min_rows=3), exponents=st.lists(st.integers(-150, 150),
+                                                              min_size=8, max_size=8))
+    def test_diagnostics_and_ranked_list_loss(self, batch, exponents):
+        z, labels, _ = batch
+        factors = torch.tensor([10.0**e for e in exponents[: z.shape[0]]], dtype=torch.float64)
+        x = z * factors[:, None]
+        for fn in (F.effective_rank, F.rho_spectrum, F.singular_value_spectrum):
+            _close(fn(x), fn(z), rtol=1e-8, atol=1e-10)
+        _close(F.intra_inter_distance_ratio(x, labels),
+               F.intra_inter_distance_ratio(z, labels), rtol=1e-8, atol=1e-10)
+        u = torch.nn.functional.normalize(z, dim=1)
+        dist = torch.cdist(u, u, compute_mode="donot_use_mm_for_euclid_dist")  # a filter only
+        if all(bool(((dist - b).abs() > 1e-9).all()) for b in (1.2, 0.8)):
+            _close(F.ranked_list_loss(x, labels), F.ranked_list_loss(z, labels))
