@@ -1,9 +1,9 @@
 """Runs every row of the README's bad-input table, so that the table and the code cannot drift.
 
 The table lives between ``<!-- bad-inputs:start -->`` and ``<!-- bad-inputs:end -->``; each row is
-``| n | `call` | `ErrorType` | `message regex` |``. The call is evaluated in a fresh namespace (the
-one the paragraph above the table describes) and must raise exactly that type, with a message
-matching the regex from its start.
+``| n | `call` | `ErrorType` | `message regex` | `also tested by` |`` (the last cell may be empty).
+The call is evaluated in a fresh namespace (the one the paragraph above the table describes) and
+must raise exactly that type, with a message matching the regex from its start.
 """
 
 from __future__ import annotations
@@ -14,13 +14,15 @@ from pathlib import Path
 import pytest
 import torch
 from pytorch_metric_learning.distances import CosineSimilarity, LpDistance
-from pytorch_metric_learning.losses import ContrastiveLoss, CrossBatchMemory
+from pytorch_metric_learning.losses import ContrastiveLoss, CrossBatchMemory, ProxyAnchorLoss
 
 import pml_anticollapse
-from pml_anticollapse import functional
+from pml_anticollapse import distributed, functional
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-ROW = re.compile(r"^\|\s*(\d+)\s*\|\s*`(.+?)`\s*\|\s*`(\w+)`\s*\|\s*`(.+)`\s*\|\s*$")
+ROW = re.compile(
+    r"^\|\s*(\d+)\s*\|\s*`(.+?)`\s*\|\s*`(\w+)`\s*\|\s*`(.+?)`\s*\|\s*(?:`([^`]+)`)?\s*\|\s*$"
+)
 ERRORS = {"ValueError": ValueError, "TypeError": TypeError, "Exception": Exception}
 
 
@@ -31,16 +33,17 @@ def _section() -> list[str]:
     return text.split(start, 1)[1].split(end, 1)[0].splitlines()
 
 
-def _rows() -> list[tuple[int, str, str, str]]:
+def _parsed() -> list[tuple[int, str, str, str, str | None]]:
     rows = []
     for line in _section():
         m = ROW.match(line)
         if m:
-            rows.append((int(m.group(1)), m.group(2), m.group(3), m.group(4)))
+            rows.append((int(m.group(1)), m.group(2), m.group(3), m.group(4), m.group(5)))
     return rows
 
 
-ROWS = _rows()
+PARSED = _parsed()
+ROWS = [row[:4] for row in PARSED]
 
 
 def _namespace() -> dict:
@@ -52,6 +55,7 @@ def _namespace() -> dict:
     return dict(
         torch=torch,
         F=functional,
+        D=distributed,
         z=z,
         labels=torch.tensor([0, 0, 1, 1, 2, 2]),
         z_nan=z_nan,
@@ -60,6 +64,7 @@ def _namespace() -> dict:
         LpDistance=LpDistance,
         ContrastiveLoss=ContrastiveLoss,
         CrossBatchMemory=CrossBatchMemory,
+        ProxyAnchorLoss=ProxyAnchorLoss,
         **classes,
     )
 
@@ -74,6 +79,16 @@ class TestTable:
         assert len(ROWS) >= 40
         assert [n for n, *_ in ROWS] == list(range(1, len(ROWS) + 1))
         assert len({call for _, call, *_ in ROWS}) == len(ROWS)
+
+    def test_the_other_tests_named_exist(self):
+        root = README.parent
+        for n, *_, test_id in PARSED:
+            if test_id is None:
+                continue
+            path, _, name = test_id.partition("::")
+            assert (root / path).is_file(), f"row {n}: {path}"
+            param = name.rpartition("[")[2].rstrip("]")
+            assert param in (root / path).read_text(encoding="utf-8"), f"row {n}: {test_id}"
 
     def test_only_pml_raises_a_bare_exception(self):
         for _, call, exc, _ in ROWS:
