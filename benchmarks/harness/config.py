@@ -77,6 +77,19 @@ class EvaluationOptions:
         check=schema.Check("a non-empty list of names", lambda v: len(v) > 0),
     )
 
+    def validate(self, where: str) -> None:
+        from .pml2.testing import known_metrics
+
+        known = known_metrics()
+        unknown = [m for m in self.metrics if m not in known]
+        if unknown:
+            raise ValueError(f"{where}.metrics must be names among {known}, got {unknown}")
+        if "mean_average_precision_at_r" not in self.metrics:
+            raise ValueError(
+                f"{where}.metrics must include mean_average_precision_at_r (the primary metric "
+                f"of the report and the hooks), got {self.metrics}"
+            )
+
 
 @dataclasses.dataclass
 class MethodSpec:

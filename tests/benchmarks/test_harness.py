@@ -145,6 +145,10 @@ class TestConfig:
              "unknown config key 'dataset.protocols.superclass.bogus'"),
             ("dataset.image_size", 32, "unknown config key 'dataset.image_size'"),
             ("methods", [{"name": "x"}], "method 'x' must give a 'loss'"),
+            ("evaluation.metrics", ["precision_at_2", "mean_average_precision_at_r"],
+             r"evaluation.metrics must be names among \[.*\], got \['precision_at_2'\]"),
+            ("evaluation.metrics", ["NMI"],
+             "evaluation.metrics must include mean_average_precision_at_r"),
         ],
     )
     def test_invalid_values_are_named(self, key, value, match):

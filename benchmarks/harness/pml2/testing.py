@@ -15,6 +15,11 @@ QUERY, REFERENCE = "test", "reference"
 __all__ = ["AccuracyCalculator", "make_tester", "embeddings_and_accuracies", "set_progress_bars"]
 
 
+def known_metrics() -> list[str]:
+    """The metric names ``AccuracyCalculator`` computes."""
+    return list(AccuracyCalculator().get_curr_metrics())
+
+
 def make_tester(
     *,
     metrics: tuple[str, ...],
