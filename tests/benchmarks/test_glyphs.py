@@ -161,6 +161,7 @@ class TestRender:
         assert g.images.shape == (len(GOOD), 62, 32, 32) and g.images.dtype == np.uint8
         assert [f["file"] for f in g.fonts] == sorted(GOOD)
         assert g.characters == chars and not g.from_cache
+        assert os.path.isfile(os.path.join(g.path, render.SAMPLE_GRID))
 
     def test_font_without_coverage_and_placeholder_font_are_dropped(self, rendered):
         _, _, _, g = rendered

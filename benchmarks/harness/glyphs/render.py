@@ -19,12 +19,12 @@ the reason and the first missing characters); characters are never dropped. Ever
 exactly one image per kept font, and the character list of a (charset, count, seed) is the same
 on every machine; only the font set varies, and the manifest records it.
 
-Cache: ``<cache_dir>/<key>/{images.npz, manifest.json}``; ``key`` hashes everything the images
-depend on (characters, sizes, every candidate face's sha256 and index, Pillow and FreeType
-versions, this recipe's version). A cached entry is reused only if the sha256 of its arrays
-matches its manifest; a damaged entry is re-rendered. ``manifest_hash`` (the sha256 of the
-manifest's canonical JSON) names the data in results: a different font set gives a different
-hash.
+Cache: ``<cache_dir>/<key>/{images.npz, manifest.json, sample_grid.png}``; ``key`` hashes
+everything the images depend on (characters, sizes, every candidate face's sha256 and index,
+Pillow and FreeType versions, this recipe's version). A cached entry is reused only if the
+sha256 of its arrays matches its manifest; a damaged entry is re-rendered. ``manifest_hash``
+(the sha256 of the manifest's canonical JSON) names the data in results: a different font set
+gives a different hash.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from ... import _shared as _io
 from .fonts import FontFace
 
 RECIPE_VERSION = 1
+SAMPLE_GRID = "sample_grid.png"  # written into each cache entry: rows = fonts, columns = characters
 _NOTDEF_PROBES = (0x10FFFD, 0x10FFFC, 0xFFFFD, 0xE0FFF)
 
 
@@ -277,7 +278,9 @@ def render_glyphs(
         json.dumps(manifest, indent=1, ensure_ascii=False).encode(),
     )
     log(f"glyphs: {images.shape[0]} fonts x {images.shape[1]} characters cached in {entry}")
-    return _glyph_set(images, manifest, entry, False, min_fonts)
+    glyphs = _glyph_set(images, manifest, entry, False, min_fonts)
+    sample_grid(glyphs, os.path.join(entry, SAMPLE_GRID))
+    return glyphs
 
 
 def manifest_hash(manifest: dict) -> str:
