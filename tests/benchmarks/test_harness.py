@@ -203,6 +203,15 @@ class TestConfig:
         assert cfg.training.iterations_per_epoch == 2
         assert cfg.name.endswith("-smoke")
 
+    def test_list_methods_names_every_method_and_why_one_is_skipped(self, capsys):
+        argv = ["--list-methods", "--set",
+                "methods=[{name: floor, no_learning: true, description: raw}, "
+                "{name: ghost, loss: {class: GhostLoss}}]"]
+        assert cli.main(argv) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0].split() == ["floor", "raw"]
+        assert lines[1].startswith("ghost") and "(skipped: class 'GhostLoss' is in none" in lines[1]
+
     def test_set_needs_key_value(self):
         with pytest.raises(ValueError, match="--set must be KEY=VALUE"):
             cli.resolve_config(cli.parse_args(["--set", "training.epochs"]))
