@@ -572,6 +572,31 @@ def cpu_vendor() -> str:
     return platform.machine()
 
 
+#: The instruction-set flags that change which GEMM kernels run (bf16 autocast: AMX / AVX512-BF16)
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+def cpu_features() -> dict:
+    """CPU family / model numbers and which of ``CPU_FLAGS`` the CPU has (``/proc/cpuinfo``;
+    empty elsewhere): two CPUs with the same model name can differ here (a cloud VM's "Intel
+    Xeon Processor" may be a Cascade Lake or an Emerald Rapids with AMX)."""
+    info: dict = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("cpu family", "model", "stepping") and key not in info:
+                    info[key] = value.strip()
+                elif key == "flags":
+                    flags = set(value.split())
+                    info["flags"] = [f for f in CPU_FLAGS if f in flags]
+                    break
+    except OSError:
+        pass
+    return info
+
+
 def linalg_backend() -> dict:
     """The BLAS/LAPACK torch was built with and runs on (from ``torch.__config__``): what decides
     the speed of the GEMMs, factorisations and triangular solves timed here."""
@@ -615,6 +640,7 @@ def metadata(
         "device": names,
         "cpu_model": cpu_model(),
         "cpu_vendor": cpu_vendor(),
+        "cpu_features": cpu_features(),
         "logical_cpus": os.cpu_count(),
         "linalg_backend": linalg_backend(),
         # one entry per measured configuration: intra-op threads and the clock
@@ -685,7 +711,8 @@ def markdown(report: dict) -> str:
         + " (cpu: thread CPU time, wall: wall clock)  ",
         "Hardware: " + "; ".join(f"{k}: {v}" for k, v in md["device"].items())
         + f"; vendor {md['cpu_vendor']}; BLAS {md['linalg_backend']['blas']}, LAPACK "
-        f"{md['linalg_backend']['lapack']} (MKL {md['linalg_backend']['mkl_version']})  ",
+        f"{md['linalg_backend']['lapack']} (MKL {md['linalg_backend']['mkl_version']}); "
+        f"CPU features {md['cpu_features']}  ",
         f"Load average (1 min) before/after: {md.get('loadavg_before')} / "
         f"{md.get('loadavg_after')}",
         "",

@@ -32,6 +32,7 @@ class TestSmokeRun:
         for key in ("commit", "versions", "device", "date", "command", "cpu_model", "cpu_vendor"):
             assert key in meta, key
         assert meta["versions"]["torch"] == torch.__version__
+        assert set(meta["cpu_features"].get("flags", [])) <= set(speed.CPU_FLAGS)
         # the two configurations asked for, in order, each named in every timed row
         assert meta["configs"] == [{"threads": 1, "clock": "cpu"}, {"threads": 2, "clock": "wall"}]
         configs = {(r["threads"], r["clock"]) for r in on_disk["results"]}
@@ -164,6 +165,22 @@ class TestHelpers:
         torch.testing.assert_close(cases["cholesky_solve(x.mT, L)"]().mT, expected)
         torch.testing.assert_close(cases["x @ cholesky_inverse(L)"](), expected)
         torch.testing.assert_close(cases["x @ inv(M)"](), expected)
+
+    def test_cpu_features_read_the_flags_line(self, monkeypatch, tmp_path):
+        cpuinfo = tmp_path / "cpuinfo"
+        cpuinfo.write_text(
+            "vendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+            "flags\t\t: fpu avx2 fma avx512f avx512_bf16 sse\n"
+        )
+        real_open = open
+        monkeypatch.setattr(
+            "builtins.open",
+            lambda f, *a, **k: real_open(cpuinfo if f == "/proc/cpuinfo" else f, *a, **k),
+        )
+        assert speed.cpu_vendor() == "AuthenticAMD"
+        assert speed.cpu_features() == {
+            "cpu family": "25", "model": "17", "flags": ["avx2", "fma", "avx512f", "avx512_bf16"]
+        }
 
     def test_linalg_backend_is_what_torch_runs_on(self):
         backend = speed.linalg_backend()
