@@ -7,7 +7,6 @@ from .coding_rate import (
     coding_rate_reduction,
     half_logdet_gram,
 )
-from .ranked_list import ranked_list_loss
 from .diagnostics import (
     effective_rank,
     intra_inter_distance_ratio,
@@ -16,6 +15,7 @@ from .diagnostics import (
 )
 from .koleo import mean_log_nn_distance
 from .penalties import rate_penalty
+from .ranked_list import ranked_list_loss
 from .uniformity import uniformity
 
 __all__ = [

@@ -7,6 +7,7 @@ from pytorch_metric_learning.losses import BaseMetricLossFunction
 from pytorch_metric_learning.utils import common_functions as c_f
 
 from .. import distributed as D
+from .._pml2.stats import declare_attributes, declare_stats, record_stats
 from ..functional._checks import (
     check_embeddings,
     check_finite_if,
@@ -101,12 +102,8 @@ class RankedListLoss(BaseMetricLossFunction):
                 f"(p={getattr(self.distance, 'p', None)}, "
                 f"power={getattr(self.distance, 'power', None)})"
             )
-        self.add_to_recordable_attributes(
-            list_of_names=["margin", "alpha", "Tn", "Tp", "lam"], is_stat=False
-        )
-        self.add_to_recordable_attributes(
-            list_of_names=["num_positive_pairs", "num_negative_pairs"], is_stat=True
-        )
+        declare_attributes(self, "margin", "alpha", "Tn", "Tp", "lam")
+        declare_stats(self, "num_positive_pairs", "num_negative_pairs")
 
     def get_default_distance(self):
         return LpDistance(p=2, power=1, normalize_embeddings=True)
@@ -143,9 +140,7 @@ class RankedListLoss(BaseMetricLossFunction):
             query_grad_only=self.query_grad_only,
             check=resolve_check(self.check, embeddings),
         )
-        if self.collect_stats:
-            self.num_positive_pairs = positives.sum().detach()
-            self.num_negative_pairs = negatives.sum().detach()
+        record_stats(self, num_positive_pairs=positives.sum(), num_negative_pairs=negatives.sum())
         return {
             "loss": {
                 "losses": losses,

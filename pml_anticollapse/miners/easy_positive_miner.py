@@ -6,6 +6,7 @@ import torch
 from pytorch_metric_learning.distances import LpDistance
 from pytorch_metric_learning.miners import BaseMiner
 
+from .._pml2.stats import declare_stats
 from ..functional._checks import (
     check_choice,
     check_embeddings,
@@ -145,15 +146,13 @@ class EasyPositiveMiner(BaseMiner):
                     "neg_strategy='distance_weighted' needs distance=LpDistance(p=2, power=1, "
                     f"normalize_embeddings=True), got {type(dist).__name__}"
                 )
-        self.add_to_recordable_attributes(
-            list_of_names=[
-                "num_skipped_anchors",
-                "num_anchors_without_positive",
-                "num_anchors_without_negative",
-                "num_duplicate_positives",
-                "num_negative_fallbacks",
-            ],
-            is_stat=True,
+        declare_stats(
+            self,
+            "num_skipped_anchors",
+            "num_anchors_without_positive",
+            "num_anchors_without_negative",
+            "num_duplicate_positives",
+            "num_negative_fallbacks",
         )
 
     def forward(self, embeddings, labels, ref_emb=None, ref_labels=None):

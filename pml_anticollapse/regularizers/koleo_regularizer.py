@@ -5,6 +5,7 @@ from __future__ import annotations
 from pytorch_metric_learning.regularizers import BaseRegularizer
 
 from .. import functional as F
+from .._pml2.stats import declare_stats, record_stats
 from ..functional._checks import check_flag, check_optional_flag, resolve_check
 from ..functional.koleo import check_eps
 
@@ -46,12 +47,11 @@ class KoLeoRegularizer(BaseRegularizer):
         self.eps = check_eps(eps)
         self.normalize = check_flag(normalize, "normalize")
         self.check = check_optional_flag(check, "check")
-        self.add_to_recordable_attributes(name="mean_log_nn_distance", is_stat=True)
+        declare_stats(self, "mean_log_nn_distance")
 
     def compute_loss(self, x):
         value = F.mean_log_nn_distance(
             x, self.eps, normalize=self.normalize, check=resolve_check(self.check, x)
         )
-        if self.collect_stats:
-            self.mean_log_nn_distance = value.detach()
+        record_stats(self, mean_log_nn_distance=value)
         return {"loss": {"losses": -value, "indices": None, "reduction_type": "already_reduced"}}

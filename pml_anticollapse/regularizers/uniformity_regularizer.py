@@ -5,6 +5,7 @@ from __future__ import annotations
 from pytorch_metric_learning.regularizers import BaseRegularizer
 
 from .. import functional as F
+from .._pml2.stats import declare_stats, record_stats
 from ..functional._checks import check_flag, check_optional_flag, check_positive, resolve_check
 
 
@@ -42,12 +43,11 @@ class UniformityRegularizer(BaseRegularizer):
         self.t = check_positive(t, "t")
         self.normalize = check_flag(normalize, "normalize")
         self.check = check_optional_flag(check, "check")
-        self.add_to_recordable_attributes(name="uniformity", is_stat=True)
+        declare_stats(self, "uniformity")
 
     def compute_loss(self, x):
         value = F.uniformity(
             x, self.t, normalize=self.normalize, check=resolve_check(self.check, x)
         )
-        if self.collect_stats:
-            self.uniformity = value.detach()
+        record_stats(self, uniformity=value)
         return {"loss": {"losses": -value, "indices": None, "reduction_type": "already_reduced"}}
