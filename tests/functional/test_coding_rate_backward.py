@@ -317,9 +317,11 @@ class TestConditioningSweep:
             assert _rel(grad, _closed_form_grad(x, a)) <= RTOL, eps_sq
 
     @pytest.mark.parametrize("m, d", [(90, 512), (180, 2048), (1024, 64), (4096, 128)], ids=str)
-    def test_float32_normalised_gradient_small_eps(self, m, d):
+    def test_float32_normalised_gradient_over_the_sweep(self, m, d):
+        # ε² = 10 at m > d: a·G is small and the normalisation's projection would cancel X
+        # against M⁻¹X (1.5e-5 with the plain form); the backward forms −a·M⁻¹G·X instead
         z = _near_collapsed(m, d, 10.0, torch.float32)
-        for eps_sq in (1e-4, 1e-2, 0.5):
+        for eps_sq in (1e-4, 1e-2, 0.5, 10.0):
             _, grad = _value_and_grad(lambda t: coding_rate(t, eps_sq=eps_sq), z)
             assert _rel(grad, _ref_grad_eig(z, eps_sq)) <= RTOL, eps_sq
 
@@ -390,3 +392,22 @@ class TestFailureWithoutCheck:
         )
         value, grad = _value_and_grad(lambda t: coding_rate(t, check=False), torch.randn(m, d))
         assert torch.isnan(value) and torch.isnan(grad).all()
+
+
+class TestClampedRows:
+    @pytest.mark.parametrize("m, d", [(40, 6), (3, 40)], ids=["cols", "wide-rows"])
+    @pytest.mark.parametrize("eps_sq", [0.5, 20.0], ids=["plain", "gram-form"])
+    def test_a_row_below_the_norm_clamp_is_divided_not_projected(self, m, d, eps_sq):
+        # F.normalize's rule: a row of norm < 1e-12 is divided by 1e-12, and its gradient is not
+        # projected; the reference differentiates F.normalize + logdet in float64
+        z = torch.randn(m, d, dtype=torch.float64)
+        z[1] *= 1e-14
+
+        def reference(t):
+            x = torch.nn.functional.normalize(t, dim=-1)
+            eye = torch.eye(d, dtype=torch.float64)
+            return 0.5 * torch.logdet(eye + d / (m * eps_sq) * x.T @ x)
+
+        _, grad = _value_and_grad(lambda t: coding_rate(t, eps_sq=eps_sq), z)
+        _, expected = _value_and_grad(reference, z)
+        torch.testing.assert_close(grad, expected, rtol=1e-9, atol=0)
