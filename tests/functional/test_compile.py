@@ -31,15 +31,17 @@ def _value_and_grad(fn, z):
 
 class TestCodingRateCompiles:
     # rows: m ≤ d (triangular solves); wide: d ≥ 8m (n×n inverse); cols: m > d (k×k inverse)
+    # ε² = 20: the backward's Gram-matrix form for small a·G (see _HalfLogdetGram._grad)
+    @pytest.mark.parametrize("eps_sq", [0.5, 20.0])
     @pytest.mark.parametrize("m, d", [(20, 50), (6, 64), (50, 20)], ids=["rows", "wide", "cols"])
-    def test_fullgraph_equals_eager(self, m, d):
+    def test_fullgraph_equals_eager(self, m, d, eps_sq):
         z = torch.randn(m, d, dtype=torch.float64)
-        compiled = _compiled(lambda t: coding_rate(t))
+        compiled = _compiled(lambda t: coding_rate(t, eps_sq=eps_sq))
         value, grad = _value_and_grad(compiled, z)
-        eager_value, eager_grad = _value_and_grad(coding_rate, z)
+        eager_value, eager_grad = _value_and_grad(lambda t: coding_rate(t, eps_sq=eps_sq), z)
         torch.testing.assert_close(value, eager_value, rtol=1e-12, atol=0)
         torch.testing.assert_close(grad, eager_grad, rtol=1e-10, atol=1e-14)
-        torch.testing.assert_close(value, ref_coding_rate(z), rtol=1e-10, atol=0)
+        torch.testing.assert_close(value, ref_coding_rate(z, eps_sq), rtol=1e-10, atol=0)
 
     def test_a_second_shape_recompiles_without_a_graph_break(self):
         # the second call of a new shape makes Dynamo trace with symbolic sizes: the scale
