@@ -152,6 +152,7 @@ class _HalfLogdetGram(torch.autograd.Function):
     @staticmethod
     def _grad(ctx, grad_out, z, a, denom, extra):
         x = z / denom if ctx.normalize else z
+        gram_form = False  # set where the inverse path leaves X itself out (see below)
         if ctx.eig:
             log1p_w, v = extra
             inv_diag = torch.exp(-log1p_w)  # 1 / (1 + a·λ)
@@ -174,6 +175,7 @@ class _HalfLogdetGram(torch.autograd.Function):
             # against the many right-hand sides of X: on some CPUs (AMD EPYC with MKL) those
             # triangular solves are 4–10× slower than a GEMM of the same size.
             factor, *kept = extra
+            gram_form = bool(kept)
             inv = torch.cholesky_inverse(factor)
             if not kept:
                 grad_x = inv @ x if ctx.use_rows else x @ inv
@@ -189,14 +191,18 @@ class _HalfLogdetGram(torch.autograd.Function):
                     grad_x = (inv @ gram).mul_(-a) @ x
                 else:
                     grad_x = x @ (gram @ inv).mul_(-a)
-                # a row whose norm was clamped is not a unit row and is not projected: X stays
-                grad_x.addcmul_(x, (denom <= _NORM_EPS).to(x.dtype))
-        grad_x.mul_((grad_out * a)[..., None, None])  # times a·grad_out, per matrix
+        scale = (grad_out * a)[..., None, None]  # a·grad_out, per matrix
+        grad_x.mul_(scale)
         if not ctx.normalize:
             return grad_x
         # d(z/‖z‖): (g − x·⟨x, g⟩)/‖z‖ per row; F.normalize skips the projection where the norm
         # is clamped.
-        dot = torch.linalg.vecdot(grad_x, x).unsqueeze_(-1).masked_fill_(denom <= _NORM_EPS, 0.0)
+        clamped = denom <= _NORM_EPS
+        dot = torch.linalg.vecdot(grad_x, x).unsqueeze_(-1).masked_fill_(clamped, 0.0)
+        if gram_form:
+            # a clamped row is not a unit row and is not projected: the X that the Gram form
+            # left out stays in (g + a·grad_out·x), folded into the (n, 1) coefficient
+            dot.sub_(clamped.to(x.dtype) * scale)
         return grad_x.addcmul_(dot, x, value=-1.0).div_(denom)
 
 
