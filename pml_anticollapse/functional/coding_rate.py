@@ -11,7 +11,10 @@ factorisation, memory O(min(n, k)²) beyond the input. The solve is the explicit
 small matrix (``cholesky_inverse``: every eigenvalue ≥ 1, so it is as accurate as a solve, which
 the tests check) followed by one GEMM, except where m ≤ d < 8m, where two triangular solves
 measured faster. It does not rest on triangular solves with thousands of right-hand sides, which
-some CPUs' LAPACK (MKL on AMD EPYC) runs 4–10× slower than a GEMM of the same size. Autograd
+some CPUs' LAPACK (MKL on AMD EPYC) runs 4–10× slower than a GEMM of the same size. With
+normalised rows and a small a·Gram (ε² > 1 for the standard rate) the inverse path forms
+−a·M⁻¹·Gram·X instead of M⁻¹X, since the normalisation's projection removes X itself and would
+otherwise cancel it against nearly all of M⁻¹X. Autograd
 through ``torch.logdet`` (the formula as written in the MCR² and ACL code) instead factorises a
 d×d matrix and inverts it.
 
