@@ -315,8 +315,13 @@ def commit_cell(paths: dict[str, str], records_dir: str, result: dict, run_dir: 
     """Move the records into place, then write the result (the commit), then drop the work."""
     _io.atomic_replace_folder(records_dir, paths["records"])
     _io.atomic_write_json(paths["result"], result)
-    shutil.rmtree(paths["work"], ignore_errors=True)
-    _remove_empty_parents(paths["work"], stop=run_dir)
+    drop_work(paths["work"], run_dir)
+
+
+def drop_work(work: str, run_dir: str) -> None:
+    """Delete a cell's working folder and the parents it leaves empty (up to ``run_dir``)."""
+    shutil.rmtree(work, ignore_errors=True)
+    _remove_empty_parents(work, stop=run_dir)
 
 
 def run_cell(
@@ -335,6 +340,8 @@ def run_cell(
     """
     paths = cell_paths(run_dir, data.name, method.name, seed)
     if os.path.exists(paths["result"]):
+        if os.path.exists(paths["work"]):  # killed between the commit and the clean-up
+            drop_work(paths["work"], run_dir)
         return _io.read_json(paths["result"])
     ckpt = Checkpoint(paths["work"])
     iters = cfg.training.iterations_per_epoch or max(1, len(data.train) // cfg.training.batch_size)

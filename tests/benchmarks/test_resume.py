@@ -192,3 +192,23 @@ class TestResumeAfterSigkill:
         assert not (runs["killed"] / "work").exists()
         leftovers = glob.glob(os.path.join(runs["killed"], "**", ".tmp-*"), recursive=True)
         assert leftovers == []
+
+
+class TestKilledBetweenCommitAndCleanUp:
+    def test_a_committed_cell_drops_its_leftover_work_folder(self, tmp_path):
+        import torch
+
+        from benchmarks.harness import train
+        from tests.benchmarks._util import digits_cell
+
+        cfg, protocol = digits_cell("cleanup", {}, [{"name": "floor", "no_learning": True}])
+        method, cpu = cfg.methods[0], torch.device("cpu")
+        first = train.run_cell(cfg, str(tmp_path), protocol, method, 0, cpu)
+        assert not (tmp_path / "work").exists()
+        # a kill after the result was written but before the working folder was deleted
+        leftover = tmp_path / "work" / "zs" / "floor" / "seed0"
+        leftover.mkdir(parents=True)
+        (leftover / "ckpt.pt").write_bytes(b"stale")
+        again = train.run_cell(cfg, str(tmp_path), protocol, method, 0, cpu)
+        assert again == first
+        assert not (tmp_path / "work").exists()
