@@ -67,3 +67,23 @@ class TestGlyphSmoke:
         proc = run_cli(*glyph_args(fonts, tmp / "cache", out))
         assert proc.returncode != 0
         assert "--fresh" in proc.stdout + proc.stderr
+
+
+class TestGlyphCliErrors:
+    @pytest.mark.parametrize("kind", ["empty folder", "file"])
+    def test_font_dir_without_fonts(self, tmp_path, kind):
+        target = tmp_path / "fonts"
+        if kind == "file":
+            target.write_text("not a folder")
+            what = "which is a file"
+        else:
+            target.mkdir()
+            what = "which holds none"
+        out = tmp_path / "run"
+        proc = run_cli(*glyph_args(target, tmp_path / "cache", out))
+        assert proc.returncode != 0
+        assert (
+            f"dataset.font_dir (--font-dir) must be a folder of .ttf/.otf/.ttc files, "
+            f"got '{target}', {what}" in proc.stderr
+        )
+        assert not out.exists()
