@@ -389,8 +389,14 @@ def main(argv=None) -> int:
 
 def run(argv=None) -> int:
     """``main`` as the command line runs it: a bad config, option or data root ends with one
-    ``error:`` line instead of a traceback."""
+    ``error:`` line instead of a traceback. ``python -m benchmarks tune ...`` is the tuning step
+    (``tune.main``)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        if argv[:1] == ["tune"]:
+            from . import tune
+
+            return tune.main(argv[1:])
         return main(argv)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"python -m benchmarks: error: {e}")

@@ -184,3 +184,10 @@ def test_a_run_where_no_method_can_run_is_an_error(cfg_path, tmp_path):
     with pytest.raises(ValueError, match="no method can run: ghost: class 'GhostLoss'"):
         _main(cfg_path, out, "--set", "methods=[{name: ghost, loss: {class: GhostLoss}}]")
     assert not out.exists()
+
+
+def test_tune_is_dispatched_to_the_tuning_step(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.run(["tune", "--help"])
+    assert e.value.code == 0
+    assert "usage: python -m benchmarks tune" in capsys.readouterr().out
