@@ -405,3 +405,13 @@ class TestModel:
         with pytest.raises(ValueError, match=r"glyph_cnn needs image items \(C, H, W\), got "
                                              r"items of shape \(64,\)"):
             build_model(ModelOptions(name="glyph_cnn"), (64,))
+
+
+class TestManifestHash:
+    def test_same_files_elsewhere_give_the_same_hash(self, tmp_path):
+        a = font_folder(tmp_path, GOOD[:3], sub="a")
+        b = font_folder(tmp_path, GOOD[:3], sub="b")
+        ga = render.render_glyphs(fonts.font_dir_faces(a), "AB", cache_dir=str(tmp_path / "c"))
+        gb = render.render_glyphs(fonts.font_dir_faces(b), "AB", cache_dir=str(tmp_path / "d"))
+        assert ga.fonts[0]["path"] != gb.fonts[0]["path"]
+        assert ga.manifest_hash == gb.manifest_hash

@@ -284,7 +284,14 @@ def render_glyphs(
 
 
 def manifest_hash(manifest: dict) -> str:
-    return hashlib.sha256(_canonical(manifest)).hexdigest()
+    """sha256 of the manifest's canonical JSON without the font files' absolute paths (where a
+    package was installed, /usr/share/fonts or the extraction cache, does not change the data;
+    the files' sha256 does)."""
+    def strip(fonts):
+        return [{k: v for k, v in f.items() if k != "path"} for f in fonts]
+
+    core = {**manifest, "fonts": strip(manifest["fonts"]), "dropped": strip(manifest["dropped"])}
+    return hashlib.sha256(_canonical(core)).hexdigest()
 
 
 def _glyph_set(images, manifest, entry, from_cache, min_fonts) -> GlyphSet:
