@@ -33,7 +33,15 @@ from typing import NamedTuple
 
 import torch
 
-from ._checks import check_choice, check_embeddings, check_labels, resolve_eps_sq
+from ._checks import (
+    check_choice,
+    check_embeddings,
+    check_flag,
+    check_gram_scale,
+    check_labels,
+    rescale_rows,
+    resolve_eps_sq,
+)
 
 __all__ = [
     "CholeskyFallbackWarning",
@@ -281,6 +289,12 @@ def half_logdet_gram(
         differentiating the gradient again (after ``create_graph=True``) raises a
         ``RuntimeError``.
     """
+    normalize = check_flag(normalize, "normalize")
+    check = check_flag(check, "check")
+    if normalize:
+        # a power of two per row (exact): rows of 1e-30 or 1e30 keep their direction instead of
+        # falling under F.normalize's 1e-12 clamp or overflowing in the norm
+        x = rescale_rows(x)
     if isinstance(a, (int, float)) and not isinstance(a, bool):
         a = float(a)  # one scale for every matrix: kept a Python number
         # (under torch.compile with dynamic shapes ``a`` is symbolic: checked at trace time by
@@ -289,7 +303,9 @@ def half_logdet_gram(
             raise ValueError(f"a must be a finite number >= 0, got {a}")
     else:
         a = torch.as_tensor(a, dtype=x.dtype, device=x.device).expand(x.shape[:-2]).detach()
-    return _HalfLogdetGram.apply(x, a, bool(normalize), check, name)
+    if check and not torch.compiler.is_compiling() and (x.device.type == "cpu" or normalize):
+        check_gram_scale(x, a, name, normalize)  # a·XXᵀ beyond the dtype: a clear error
+    return _HalfLogdetGram.apply(x, a, normalize, check, name)
 
 
 def coding_rate(
@@ -354,6 +370,8 @@ def coding_rate(
     check_embeddings(z, "z")
     eps_sq = resolve_eps_sq(eps, eps_sq)
     check_choice(variant, "variant", VARIANTS)
+    check_flag(normalize, "normalize")
+    check_flag(check, "check")
     m, d = z.shape
     if torch.is_autocast_enabled(z.device.type):
         with torch.autocast(device_type=z.device.type, enabled=False):
@@ -444,6 +462,8 @@ def coding_rate_reduction(
     m, d = z.shape
     check_labels(labels, m)
     eps_sq = resolve_eps_sq(eps, eps_sq)
+    check_flag(normalize, "normalize")
+    check_flag(check, "check")
     labels = labels.to(z.device)
     if num_classes is not None:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
