@@ -103,6 +103,9 @@ class MethodSpec:
     search: dict | None = option(
         None, "hyperparameter search space, dotted key -> distribution (see tuning.py)"
     )
+    baseline: str | None = option(
+        None, "the row this one adds a method to: the report shows their paired effect"
+    )
 
     def validate(self, where: str) -> None:
         if not self.no_learning and self.loss is None:
@@ -149,11 +152,20 @@ class Config:
             raise ValueError(f"seeds must be a non-empty list of integers, got {self.seeds!r}")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must not repeat, got {self.seeds!r}")
+        bad = [s for s in self.seeds if not 0 <= s < 2**32]
+        if bad:  # numpy's seeding takes [0, 2**32)
+            raise ValueError(f"seeds must be integers in [0, 2**32), got {bad} (--seeds / seeds)")
         if not self.methods:
             raise ValueError("methods must be a non-empty list of method entries")
         names = [m.name for m in self.methods]
         if len(set(names)) != len(names):
             raise ValueError(f"method names must be unique, got {names}")
+        for m in self.methods:
+            if m.baseline is not None and (m.baseline not in names or m.baseline == m.name):
+                raise ValueError(
+                    f"method {m.name!r}: baseline must name another method of the grid, got "
+                    f"{m.baseline!r}; known: {names}"
+                )
 
     def method(self, name: str) -> MethodSpec:
         for m in self.methods:

@@ -135,6 +135,6 @@ def plot(effects: list[dict], metric: str, label: str, path: str) -> bool:
         ax.set_title(protocol)
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, metadata={"Software": None})  # same bytes on re-runs
     plt.close(fig)
     return True

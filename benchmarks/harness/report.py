@@ -14,7 +14,11 @@ import numpy as np
 
 from .. import _shared as _io
 from .._shared import cpu_model, git_commit  # noqa: F401  (git_commit: re-exported for the CLI)
+from . import effects as effects_mod
 from .evaluate import METRIC_LABELS
+
+#: The metric of the paired effects (the primary metric of the harness).
+EFFECT_METRIC = "mean_average_precision_at_r"
 
 TABLE_METRICS = (
     "precision_at_1",
@@ -72,6 +76,48 @@ def floor_method(run_info: dict) -> str | None:
         if m.get("no_learning"):
             return m["name"]
     return None
+
+
+def comparison_pairs(run_info: dict) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(declared pairs ``baseline -> method`` of the config, every learned row vs the floor)."""
+    methods = run_info.get("config", {}).get("methods", [])
+    floor = floor_method(run_info)
+    declared = [(m["baseline"], m["name"]) for m in methods if m.get("baseline")]
+    vs_floor = [(floor, m["name"]) for m in methods if floor and not m.get("no_learning")]
+    return declared, vs_floor
+
+
+def effects_section(declared: list[dict], vs_floor: list[dict], floor: str | None) -> str:
+    label = METRIC_LABELS[EFFECT_METRIC]
+    text = effects_mod.markdown(declared, EFFECT_METRIC, label)
+    if vs_floor:
+        text += "\n" + effects_mod.markdown(vs_floor, EFFECT_METRIC, label).replace(
+            f"### Paired effects on {label}", f"### Against the `{floor}` row: {label}", 1
+        )
+    return text
+
+
+def tuned_section(tuning: dict | None) -> str:
+    """The settings a ``tune`` run chose per method, with its budget (empty for a plain run)."""
+    if not tuning or not tuning.get("best") and not tuning.get("untuned"):
+        return ""
+    lines = [
+        f"### Chosen settings ({tuning['trials']} trials x {tuning['folds']} class-disjoint "
+        f"folds of the training classes of `{tuning.get('protocol')}` per method; objective: "
+        "mean validation MAP@R; test classes never seen while tuning)",
+        "",
+        "| method | validation MAP@R | best trial | settings |",
+        "|---|---:|---:|---|",
+    ]
+    for name, b in (tuning.get("best") or {}).items():
+        settings = ", ".join(
+            f"`{k}`={v:.3g}" if isinstance(v, float) else f"`{k}`={v}"
+            for k, v in b["params"].items()
+        )
+        lines.append(f"| {name} | {b['value']:.3f} | {b['best_trial']} | {settings} |")
+    for name in tuning.get("untuned") or []:
+        lines.append(f"| {name} | — | — | untuned (config settings) |")
+    return "\n".join(lines) + "\n"
 
 
 def markdown_table(
@@ -278,7 +324,13 @@ def build_report(run_dir: str, run_info: dict, make_plots: bool = True) -> str:
     header += _provenance(sessions)
     if missing:
         header += f"\n**incomplete run: {len(missing)} of {len(plan)} cells missing**\n"
+    declared_pairs, floor_pairs = comparison_pairs(run_info)
+    declared = effects_mod.pair_effects(cells, declared_pairs, [EFFECT_METRIC, "effective_rank"])
+    vs_floor = effects_mod.pair_effects(cells, floor_pairs, [EFFECT_METRIC])
     text = header + "\n" + table
+    extra = effects_section(declared, vs_floor, floor_name) + tuned_section(run_info.get("tuning"))
+    if extra:
+        text += "\n" + extra
     _io.atomic_write_text(os.path.join(run_dir, "table.md"), text)
     results = {
         "metadata": {
@@ -297,12 +349,17 @@ def build_report(run_dir: str, run_info: dict, make_plots: bool = True) -> str:
             "skipped": run_info.get("skipped", {}),
             "provenance": run_info.get("provenance", {}),
             "missing_cells": missing,
+            "tuning": run_info.get("tuning"),
             "argv": sys.argv,
         },
         "summary": agg,
+        "paired_effects": declared,
+        "effects_vs_floor": vs_floor,
         "results": cells,
     }
     _io.atomic_write_json(os.path.join(run_dir, "results.json"), results)
     if make_plots and cells:
         plot(agg, cells, method_order, run_dir, floor_name)
+        label = METRIC_LABELS[EFFECT_METRIC]
+        effects_mod.plot(declared, EFFECT_METRIC, label, os.path.join(run_dir, "effects.png"))
     return text

@@ -12,7 +12,7 @@ Two steps, both resumable (a killed run restarted with the same command goes on)
    ``best.json`` and ``best_so_far.png``.
 2. **Test** (``<run>/``). Each method trained with its best settings on all training classes of
    every protocol over the config's seeds, then tested, as ``python -m benchmarks`` does; the
-   table, ``results.json`` and ``tuned.md`` carry the chosen settings and the budget.
+   table (``table.md``) and ``results.json`` carry the chosen settings and the budget.
 
 Methods without ``search`` (and the floor row) are refused unless ``--allow-untuned`` keeps
 them at their config settings (they are then marked "untuned" in the table); a method with a
@@ -288,42 +288,36 @@ def main(argv=None) -> int:
             os.path.join(tune_dir, "best_so_far.png"),
             f"{cfg.name}: {own.trials} trials x {own.folds} folds per method",
         )
-    print(tuned_markdown(best, untuned, own, name))
+    summary = tuning_summary(best, untuned, own, name)
+    print(report.tuned_section(summary))
     if own.search_only:
         return 0
-    own.tune_protocol = name
-    return test_step(cfg, plan, best, untuned, own, run_dir, argv, progress, args)
+    return test_step(cfg, plan, best, summary, run_dir, argv, progress, args)
 
 
-def tuned_markdown(best: dict, untuned: list[str], own, protocol: str) -> str:
-    lines = [
-        f"## Chosen settings ({own.trials} trials x {own.folds} class-disjoint folds of the "
-        f"training classes of `{protocol}` per method; objective: mean validation MAP@R)",
-        "",
-        "| method | validation MAP@R | best trial | settings |",
-        "|---|---|---|---|",
-    ]
-    for name, b in best.items():
-        settings = ", ".join(f"`{k}`={_fmt(v)}" for k, v in b["params"].items())
-        lines.append(f"| {name} | {b['value']:.3f} | {b['best_trial']} | {settings} |")
-    for name in untuned:
-        lines.append(f"| {name} | — | — | untuned (config settings) |")
-    return "\n".join(lines) + "\n"
+def tuning_summary(best: dict, untuned: list[str], own, protocol: str) -> dict:
+    """What the report and results.json say about the search (the curves stay in tuning/)."""
+    return {
+        "best": {k: {x: v[x] for x in v if x != "curve"} for k, v in best.items()},
+        "untuned": untuned,
+        "trials": own.trials,
+        "folds": own.folds,
+        "protocol": protocol,
+        "fold_seed": own.fold_seed,
+        "search_seed": own.search_seed,
+        "tune_seed": own.tune_seed,
+        "sampler": "optuna TPESampler, re-seeded per trial",
+    }
 
 
-def _fmt(v) -> str:
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
-
-
-def test_step(cfg, plan, best, untuned, own, run_dir, argv, progress, args) -> int:
+def test_step(cfg, plan, best, summary, run_dir, argv, progress, args) -> int:
     """Train every method with its best settings over the seeds and write the test table."""
     import tqdm
 
     argv_shown = sys.argv[1:] if argv is None else argv
     command = " ".join(["python -m benchmarks tune", *(shlex.quote(a) for a in argv_shown)])
     log = cli.RunLog(run_dir, plan, command)
-    log.info["tuning"] = {"best": best, "untuned": untuned, "trials": own.trials,
-                          "folds": own.folds, "protocol": own.tune_protocol}
+    log.info["tuning"] = summary
     log.write()
     tuned = {}
     for m in plan.methods:
@@ -338,8 +332,6 @@ def test_step(cfg, plan, best, untuned, own, run_dir, argv, progress, args) -> i
             log.cell_done(key)
     log.close()
     text = report.build_report(run_dir, log.info, make_plots=not args.no_plots)
-    chosen = tuned_markdown(best, untuned, own, own.tune_protocol)
-    _io.atomic_write_text(os.path.join(run_dir, "tuned.md"), chosen)
     print(text)
-    print(f"[benchmarks tune] report in {run_dir}/ (table.md, tuned.md, results.json, tuning/)")
+    print(f"[benchmarks tune] report in {run_dir}/ (table.md, results.json, tuning/)")
     return 0

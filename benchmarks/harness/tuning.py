@@ -274,5 +274,5 @@ def plot_best_so_far(curves: dict[str, list[float]], path: str, title: str) -> N
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, metadata={"Software": None})  # same bytes on re-runs
     plt.close(fig)
