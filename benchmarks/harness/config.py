@@ -32,7 +32,7 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 DEFAULT_CONFIG = os.path.join(CONFIG_DIR, "default.yaml")
 
 # Keys that only select what to run; a run folder may be resumed with other values of these.
-SELECTION_KEYS = ("seeds", "device", "threads")
+SELECTION_KEYS = ("seeds", "device", "threads", "tuning")
 
 
 @dataclasses.dataclass
@@ -92,6 +92,23 @@ class EvaluationOptions:
 
 
 @dataclasses.dataclass
+class TuningOptions:
+    """The ``tuning`` section: the budget of ``python -m benchmarks tune`` (not of a plain run)."""
+
+    trials: int = option(30, "trials per method (the same for every method)", check=positive_int)
+    folds: int = option(4, "class-disjoint validation folds of the training classes",
+                        check=positive_int)
+    protocol: str | None = option(None, "protocol whose training classes are folded (first)")
+    search: dict = option(
+        {}, "search space shared by every learned method (a method's own search adds to it)"
+    )
+
+    def validate(self, where: str) -> None:
+        if self.folds < 2:
+            raise ValueError(f"{where}.folds must be an integer >= 2, got {self.folds}")
+
+
+@dataclasses.dataclass
 class MethodSpec:
     """One entry of ``methods`` (one row of the table)."""
 
@@ -145,6 +162,7 @@ class Config:
     model: ModelOptions = option(ModelOptions(), "the trunk + embedder")
     training: TrainingOptions = option(TrainingOptions(), "the trainer")
     evaluation: EvaluationOptions = option(EvaluationOptions(), "the tester")
+    tuning: TuningOptions = option(TuningOptions(), "budget and shared space of the search")
     methods: list[MethodSpec] = option([], "the grid; each entry is one row of the table")
 
     def validate(self, where: str) -> None:

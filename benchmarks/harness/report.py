@@ -328,9 +328,9 @@ def build_report(run_dir: str, run_info: dict, make_plots: bool = True) -> str:
     declared = effects_mod.pair_effects(cells, declared_pairs, [EFFECT_METRIC, "effective_rank"])
     vs_floor = effects_mod.pair_effects(cells, floor_pairs, [EFFECT_METRIC])
     text = header + "\n" + table
-    extra = effects_section(declared, vs_floor, floor_name) + tuned_section(run_info.get("tuning"))
-    if extra:
-        text += "\n" + extra
+    parts = [effects_section(declared, vs_floor, floor_name), tuned_section(run_info.get("tuning"))]
+    for part in filter(None, parts):
+        text += "\n" + part.rstrip("\n") + "\n"
     _io.atomic_write_text(os.path.join(run_dir, "table.md"), text)
     results = {
         "metadata": {

@@ -78,9 +78,7 @@ def parse_args(argv) -> tuple[argparse.Namespace, argparse.Namespace]:
     if args.smoke:
         own.trials = own.trials or 2
         own.folds = own.folds or 2
-    own.trials = own.trials or 30
-    own.folds = own.folds or 4
-    if own.folds < 2:
+    if own.folds is not None and own.folds < 2:
         raise ValueError(f"--folds must be >= 2, got {own.folds}")
     return own, args
 
@@ -162,9 +160,9 @@ def config_key_exists(cfg: config_mod.Config):
 def apply(cfg: config_mod.Config, method: config_mod.MethodSpec, params: dict):
     """The config and method with ``params`` set, checked by the schema."""
     raw_cfg, raw_method = tuning.apply_params(cfg.to_dict(), _method_dict(method), params)
-    raw_cfg["methods"] = [raw_method]
+    raw_cfg["methods"] = [raw_method if m["name"] == method.name else m for m in raw_cfg["methods"]]
     new = config_mod.parse_config(raw_cfg)
-    return new, new.methods[0]
+    return new, new.method(method.name)
 
 
 def _method_dict(method: config_mod.MethodSpec) -> dict:
@@ -220,19 +218,25 @@ def search_method(cfg, method, space, folds, own, tune_dir, device, bar) -> dict
 def main(argv=None) -> int:
     own, args = parse_args(argv)
     cfg = cli.resolve_config(args)
+    own.trials = own.trials or cfg.tuning.trials  # the command line wins over the config
+    own.folds = own.folds or cfg.tuning.folds
     plan = cli.make_plan(cfg, args)
-    name = own.tune_protocol or next(iter(plan.protocols))
+    name = own.tune_protocol or cfg.tuning.protocol or next(iter(plan.protocols))
     if name not in plan.protocols:
         raise ValueError(f"--tune-protocol: unknown {name!r}; known: {sorted(plan.protocols)}")
     exists = config_key_exists(cfg)
     spaces, untuned = {}, []
     for m in plan.methods:
-        space = tuning.parse_space(_method_dict(m), exists)
         if m.no_learning:
-            if space:
+            if m.search:
                 raise ValueError(f"method {m.name!r}: a no_learning row has nothing to search")
             untuned.append(m.name)
-        elif space:
+            continue
+        entry = _method_dict(m)
+        if cfg.tuning.search or m.search:  # the shared space, then the method's own keys
+            entry["search"] = {**cfg.tuning.search, **(m.search or {})}
+        space = tuning.parse_space(entry, exists)
+        if space:
             spaces[m.name] = space
         elif own.allow_untuned:
             untuned.append(m.name)
@@ -255,6 +259,7 @@ def main(argv=None) -> int:
     cli.start_process(cfg, progress)
     identity = config_mod.identity(cfg, plan.provenance)
     identity["tuning"] = {
+        "search": cfg.tuning.search,
         "trials": own.trials,
         "folds": own.folds,
         "fold_seed": own.fold_seed,
