@@ -183,12 +183,18 @@ class Glyphs(DatasetBase):
         all); ``charset=None``: the dataset's charset and ``num_characters``."""
         if charset is None:
             charset, count = self.charset, self.num_characters
+        log = log or _log
         chars = charsets.select_characters(charset, count, self.char_seed)
-        return render.render_glyphs(
+        glyphs = render.render_glyphs(
             self.faces(), chars, size=self.image_size, fit=self.glyph_fit,
             render_px=self.render_px, cache_dir=self.cache_dir, min_fonts=self.min_fonts,
-            log=log or _log,
+            log=log,
         )
+        for d in glyphs.dropped if glyphs.from_cache else ():  # (a fresh render logged them)
+            log(f"glyphs: dropped {d['file']}: {d['reason']}")
+        log(f"glyphs: manifest sha256 {glyphs.manifest_hash}; sample grid "
+            f"{os.path.join(glyphs.path, render.SAMPLE_GRID)}")
+        return glyphs
 
     def build(self, protocols: dict) -> dict[str, ProtocolData]:
         memo: dict = {}

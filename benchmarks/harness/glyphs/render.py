@@ -242,7 +242,10 @@ def render_glyphs(
     if cached is not None:
         images, manifest = cached
         log(f"glyphs: {images.shape[0]} fonts x {images.shape[1]} characters from cache {entry}")
-        return _glyph_set(images, manifest, entry, True, min_fonts)
+        glyphs = _glyph_set(images, manifest, entry, True, min_fonts)
+        if not os.path.isfile(os.path.join(entry, SAMPLE_GRID)):
+            sample_grid(glyphs, os.path.join(entry, SAMPLE_GRID))
+        return glyphs
     kept, dropped, arrays = [], [], []
     for n, (face, cand) in enumerate(zip(faces, candidates), 1):
         images, reason = _render_face(face, characters, render_px, size, fit)
