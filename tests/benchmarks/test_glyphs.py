@@ -415,3 +415,20 @@ class TestManifestHash:
         gb = render.render_glyphs(fonts.font_dir_faces(b), "AB", cache_dir=str(tmp_path / "d"))
         assert ga.fonts[0]["path"] != gb.fonts[0]["path"]
         assert ga.manifest_hash == gb.manifest_hash
+
+
+class TestProtocolCharset:
+    def test_a_protocol_can_use_another_charset(self, rendered):
+        tmp, d, _, _ = rendered
+        # the dataset's charset (kanji) is never rendered: DejaVu & co. have none, and no
+        # protocol uses it
+        sec = datasets.parse_section({
+            "name": "glyphs", "charset": "kanji", "num_characters": 1000, "font_dir": d,
+            "cache_dir": str(tmp / "cache"),
+            "protocols": {"latin20": {"type": "zero_shot", "charset": "latin",
+                                      "num_characters": 20}},
+        })
+        p = datasets.build(sec)["latin20"]
+        chars = chars_of(p.train) | chars_of(p.query)
+        assert chars == set(charsets.select_characters("latin", 20, 0))
+        assert p.provenance["num_characters"] == 20
