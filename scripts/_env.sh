@@ -32,15 +32,15 @@ if [ ! -f "$STAMP" ]; then
 fi
 # The glyph benchmark's fonts (benchmark extra only; the tests need none): the pinned Debian font
 # packages of $PMLAC_FONT_SET (default core) via scripts/fonts.sh, unless the arguments choose
-# another font source (--font-dir) or another dataset (--dataset X, X not glyphs), or
-# PMLAC_SKIP_FONTS=1. A failure is reported and the run goes on (the harness then names the
-# missing fonts; --font-dir DIR works without packages).
+# another font source (--font-dir, --set dataset.font_dir=...) or another dataset (--dataset X,
+# X not glyphs), or PMLAC_SKIP_FONTS=1. A failure is reported and the run goes on (the harness
+# then names the missing fonts; a font folder works without packages).
 if [ "${PMLAC_EXTRA}" = "benchmarks" ] && [ "${PMLAC_SKIP_FONTS:-0}" != "1" ]; then
     _want_fonts=1
     _prev=""
     for _arg in "$@"; do
         case "$_arg" in
-            --font-dir|--font-dir=*) _want_fonts=0 ;;
+            --font-dir|--font-dir=*|dataset.font_dir=*) _want_fonts=0 ;;
             --dataset=*) [ "${_arg#--dataset=}" = glyphs ] || _want_fonts=0 ;;
         esac
         if [ "$_prev" = "--dataset" ] && [ "$_arg" != glyphs ]; then _want_fonts=0; fi
