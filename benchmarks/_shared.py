@@ -2,7 +2,8 @@
 (git commit, CPU model) and argparse types.
 
 - atomic files: every result file of a run is written to a temporary file and renamed, so a
-  reader sees the old file or the new one, never half;
+  reader sees the old file or the new one, never half; a file that is damaged all the same
+  (disk full, another program) raises :class:`DamagedFileError` naming it;
 - run metadata: the harness report and the speed benchmark name the commit and the CPU the same way;
 - argparse types: a bad value stops with exit code 2 and a message naming the option (argparse
   puts its name before ours).
@@ -49,17 +50,74 @@ def atomic_write_json(path: str, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def atomic_torch_save(path: str, obj: Any) -> None:
+def atomic_torch_save(path: str, obj: Any, previous: str | None = None) -> None:
+    """``torch.save`` atomically; with ``previous``, the file that was at ``path`` is kept there
+    (renamed, so at every moment ``path`` or ``previous`` holds a complete file)."""
     import torch  # only the harness saves checkpoints
 
     buf = io.BytesIO()
     torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    if previous is None or not os.path.exists(path):
+        atomic_write_bytes(path, buf.getvalue())
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(buf.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(path, previous)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+# ---------------------------------------------------------------- damaged files
+
+
+class DamagedFileError(ValueError):
+    """A run file that exists but cannot be read (truncated, not JSON, wrong content); the
+    message names the file. ``path`` and ``reason`` are kept for the caller's recovery."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"damaged file {path}: {reason}")
+        self.path = path
+        self.reason = reason
 
 
 def read_json(path: str) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    """The JSON in ``path``; a file that is not valid UTF-8 JSON raises
+    :class:`DamagedFileError` naming it (a missing file: ``FileNotFoundError``)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        reason = "empty file" if not data.strip() else f"not valid JSON ({e})"
+        raise DamagedFileError(path, reason) from None
+
+
+def read_json_or_none(path: str) -> Any:
+    """``read_json(path)``, or None when the file is missing or damaged (for readers that can
+    do without it, e.g. a report that lists a damaged cell as missing)."""
+    try:
+        return read_json(path)
+    except (FileNotFoundError, DamagedFileError):
+        return None
+
+
+def move_aside(path: str) -> str:
+    """Rename a damaged ``path`` to ``path.damaged`` (``.damaged.1``, ... when taken); return
+    the new name. Damaged files are kept for inspection, never deleted."""
+    target, k = path + ".damaged", 0
+    while os.path.exists(target):
+        k += 1
+        target = f"{path}.damaged.{k}"
+    os.replace(path, target)
+    return target
 
 
 def snapshot_folder(folder: str) -> dict[str, bytes]:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import fcntl
 import os
 import shlex
 import shutil
+import signal
 import sys
 import time
 
@@ -34,6 +36,8 @@ examples:
   python -m benchmarks --help-config                      # every config key, type and default
 
 A killed run restarted with the same command resumes from the last finished epoch of each cell.
+Ctrl-C (or SIGTERM) stops it with the command that resumes it; a damaged file in the run folder is
+named and recovered from; one run folder is used by one process at a time (<run>/.lock).
 """
 
 #: Where runs go unless ``--output`` says otherwise (the one results root of the benchmarks).
@@ -41,6 +45,9 @@ RESULTS_ROOT = os.path.join("benchmarks", "results", "runs")
 
 #: Files that mark a folder as a benchmark run (``--fresh`` deletes only such folders).
 RUN_MARKERS = ("config_identity.json", "run.json")
+
+#: The lock file of a run folder (``fcntl.flock``, held while a process uses the folder).
+LOCK_NAME = ".lock"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -247,25 +254,101 @@ def start_process(cfg: config_mod.Config, progress: str) -> None:
     pml2.configure(show_inner_bars=progress == "all")
 
 
+#: The run folders this process holds locked: {real path: open lock file}.
+_LOCKS: dict = {}
+
+#: Whether this process has started writing a run folder (for the Ctrl-C line).
+_STARTED = False
+
+
+def lock_run_dir(run_dir: str) -> None:
+    """Lock ``run_dir`` for this process (``fcntl.flock`` on ``<run_dir>/.lock``, kept until
+    :func:`unlock_run_dir` or the process ends: the OS releases it when a process dies, so a
+    killed run leaves no stale lock). A folder that another process holds is a ``ValueError``
+    naming that process; calling again in the holding process is a no-op."""
+    key = os.path.realpath(run_dir)
+    if key in _LOCKS:
+        return
+    path = os.path.join(run_dir, LOCK_NAME)
+    try:
+        f = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (held open for the whole run)
+    except OSError as e:
+        raise ValueError(f"--output {run_dir!r} is not writable ({e.strerror}: {path})") from e
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise ValueError(
+            f"run folder {run_dir!r} is in use by {holder} (lock {path}); wait for it to end, "
+            "or pick another --output"
+        ) from None
+    f.seek(0)
+    f.truncate()
+    command = " ".join(shlex.quote(a) for a in [os.path.basename(sys.executable), *sys.argv])
+    f.write(f"PID {os.getpid()} ({command})\n")
+    f.flush()
+    _LOCKS[key] = f
+
+
+def unlock_run_dir(run_dir: str) -> None:
+    f = _LOCKS.pop(os.path.realpath(run_dir), None)
+    if f is not None:
+        f.close()  # closing the file releases the flock
+
+
+def check_writable(run_dir: str) -> None:
+    """The run folder and the folders a run writes into exist as folders and are writable."""
+    for sub in ("", "cells", "records", "work"):
+        path = os.path.join(run_dir, sub) if sub else run_dir
+        if os.path.exists(path) and not (
+            os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
+        ):
+            raise ValueError(f"--output {run_dir!r}: {path} is not a writable folder")
+
+
 def prepare_run_dir(run_dir: str, identity: dict, fresh: bool) -> None:
-    """Create (or, with ``fresh``, empty) the run folder and pin its configuration.
+    """Create (or, with ``fresh``, empty) the run folder, lock it (:func:`lock_run_dir`) and pin
+    its configuration.
 
     ``--fresh`` deletes only a folder that is empty or holds a benchmark run: never an arbitrary
-    folder that an ``--output`` typo pointed at.
+    folder that an ``--output`` typo pointed at. A damaged ``config_identity.json`` is an error
+    naming it: it pins the configuration, so it is not guessed.
     """
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise ValueError(f"--output {run_dir!r} exists and is not a folder")
     ident_path = os.path.join(run_dir, "config_identity.json")
-    if fresh and os.path.isdir(run_dir) and os.listdir(run_dir):
-        if not any(os.path.exists(os.path.join(run_dir, f)) for f in RUN_MARKERS):
-            raise ValueError(
-                f"--fresh would delete {run_dir!r}, which holds no benchmark run (no "
-                f"{' or '.join(RUN_MARKERS)}); refusing. Pick another --output."
-            )
-        shutil.rmtree(run_dir)
-    os.makedirs(run_dir, exist_ok=True)
+    entries = set(os.listdir(run_dir)) - {LOCK_NAME} if os.path.isdir(run_dir) else set()
+    if fresh and entries and not any(f in entries for f in RUN_MARKERS):
+        raise ValueError(
+            f"--fresh would delete {run_dir!r}, which holds no benchmark run (no "
+            f"{' or '.join(RUN_MARKERS)}); refusing. Pick another --output."
+        )
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--output {run_dir!r}: cannot create the folder ({e.strerror})") from e
+    check_writable(run_dir)
+    lock_run_dir(run_dir)
+    global _STARTED
+    _STARTED = True
+    if fresh:  # under the lock, which stays (deleting it would let a second process in)
+        for entry in set(os.listdir(run_dir)) - {LOCK_NAME}:
+            path = os.path.join(run_dir, entry)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
     if os.path.exists(ident_path):
-        if _io.read_json(ident_path) != identity:
+        try:
+            pinned = _io.read_json(ident_path)
+        except _io.DamagedFileError as e:
+            raise ValueError(
+                f"{e}. It pins the configuration of the run in {run_dir}, so it is not guessed: "
+                "restore it from a backup, or pass --fresh (deletes the run) or another --output"
+            ) from None
+        if pinned != identity:
             raise SystemExit(
                 f"{run_dir} holds a run with another configuration or other data; resume it with "
                 "the same command, or pass --fresh (deletes it) or another --output"
@@ -280,7 +363,7 @@ class RunLog:
 
     def __init__(self, run_dir: str, plan: Plan, command: str):
         self.path = os.path.join(run_dir, "run.json")
-        sessions = _io.read_json(self.path).get("sessions", []) if os.path.exists(self.path) else []
+        sessions = self._earlier_sessions()
         now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         commit = report.git_commit()
         self.session = {
@@ -309,6 +392,21 @@ class RunLog:
         self.t0 = time.perf_counter()
         self.write()
 
+    def _earlier_sessions(self) -> list:
+        """The sessions of ``run.json``; a damaged one is moved aside and rebuilt (said)."""
+        if not os.path.exists(self.path):
+            return []
+        try:
+            info = _io.read_json(self.path)
+            if not isinstance(info, dict) or not isinstance(info.get("sessions", []), list):
+                raise _io.DamagedFileError(self.path, "not a run record (no list of sessions)")
+            return info.get("sessions", [])
+        except _io.DamagedFileError as e:
+            aside = _io.move_aside(self.path)
+            train.log(f"{e} (moved to {aside}); rebuilt from this session: the history of "
+                      "earlier sessions is lost, their cells are kept")
+            return []
+
     def cell_done(self, key: str) -> None:
         self.session["cells_computed"].append(key)
         self.session["wall_seconds"] = round(time.perf_counter() - self.t0, 3)
@@ -332,7 +430,7 @@ def run_cells(plan: Plan, run_dir: str, log: RunLog, progress: str) -> None:
     for protocol, name, seed in bar:
         key = f"{protocol}/{name}/seed{seed}"
         bar.set_postfix_str(key)
-        done = os.path.exists(train.cell_paths(run_dir, protocol, name, seed)["result"])
+        done = train.is_committed(run_dir, protocol, name, seed)
         res = train.run_cell(
             plan.cfg, run_dir, plan.protocols[protocol], by_name[name], seed, plan.device
         )
@@ -347,16 +445,34 @@ def report_only(args) -> int:
     run_json = os.path.join(args.output, "run.json")
     if not os.path.isfile(run_json):
         raise ValueError(f"--report-only: {args.output!r} holds no run (no run.json)")
-    info = _io.read_json(run_json)
+    again = "run the run's command again (without --report-only) to recompute it"
+    try:
+        info = _io.read_json(run_json)
+        if not isinstance(info, dict) or not isinstance(info.get("plan"), list):
+            raise _io.DamagedFileError(run_json, "not a run record (no plan)")
+        for protocol, method, seed in info["plan"]:
+            path = train.cell_paths(args.output, protocol, method, seed)["result"]
+            if os.path.exists(path):
+                train.read_result(path, protocol, method, seed)
+    except _io.DamagedFileError as e:
+        raise ValueError(f"--report-only: {e}; {again}") from None
     print(report.build_report(args.output, info, make_plots=not args.no_plots))
     return 0
 
 
 def list_methods(cfg: config_mod.Config) -> int:
+    """Print every method with its description, why it would be skipped, or its error (a
+    class name that exists nowhere: exit status 1)."""
+    status = 0
     for m in cfg.methods:
-        why = None if m.no_learning else registry.check_available(m)
+        try:
+            why = None if m.no_learning else registry.check_available(m)
+        except ValueError as e:
+            print(f"{m.name:28s} (error: {e})")
+            status = 1
+            continue
         print(f"{m.name:28s} {'(skipped: ' + why + ')' if why else m.description or ''}")
-    return 0
+    return status
 
 
 def main(argv=None) -> int:
@@ -374,12 +490,15 @@ def main(argv=None) -> int:
     progress = args.progress or ("all" if sys.stderr.isatty() else "cells")
     start_process(cfg, progress)
     prepare_run_dir(run_dir, config_mod.identity(cfg, plan.provenance), fresh=args.fresh)
-    argv_shown = sys.argv[1:] if argv is None else argv
-    command = " ".join(["python -m benchmarks", *(shlex.quote(a) for a in argv_shown)])
-    log = RunLog(run_dir, plan, command)
-    run_cells(plan, run_dir, log, progress)
-    log.close()
-    print(report.build_report(run_dir, log.info, make_plots=not args.no_plots))
+    try:
+        argv_shown = sys.argv[1:] if argv is None else argv
+        command = " ".join(["python -m benchmarks", *(shlex.quote(a) for a in argv_shown)])
+        log = RunLog(run_dir, plan, command)
+        run_cells(plan, run_dir, log, progress)
+        log.close()
+        print(report.build_report(run_dir, log.info, make_plots=not args.no_plots))
+    finally:
+        unlock_run_dir(run_dir)
     print(
         f"[benchmarks] {len(plan.cells)} cells in {log.session['wall_seconds']} s; report in "
         f"{run_dir}/ (table.md, results.json, spectrum_*.png, metrics_*.png, records/)"
@@ -387,16 +506,46 @@ def main(argv=None) -> int:
     return 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so that it stops as Ctrl-C does."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def resume_command(argv: list[str]) -> str:
+    """The command that resumes a run started with ``argv`` (``--fresh`` left out: it would
+    delete what was done)."""
+    return " ".join(["python -m benchmarks", *(shlex.quote(a) for a in argv if a != "--fresh")])
+
+
 def run(argv=None) -> int:
-    """``main`` as the command line runs it: a bad config, option or data root ends with one
-    ``error:`` line instead of a traceback. ``python -m benchmarks tune ...`` is the tuning step
-    (``tune.main``)."""
+    """``main`` as the command line runs it: a bad config, option, data root or run folder ends
+    with one ``error:`` line instead of a traceback; Ctrl-C (exit status 130) and SIGTERM (143)
+    end with one line naming the command that resumes the run. ``python -m benchmarks tune ...``
+    is the tuning step (``tune.main``)."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated), signal.getsignal(signal.SIGINT)
     try:
         if argv[:1] == ["tune"]:
             from . import tune
 
             return tune.main(argv[1:])
         return main(argv)
-    except (ValueError, FileNotFoundError) as e:
+    except KeyboardInterrupt as e:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C while the line is written
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        what, status = ("terminated (SIGTERM)", 143) if isinstance(e, Terminated) else (
+            "interrupted (Ctrl-C)", 130)
+        kept = ("every finished epoch is kept; resume with" if _STARTED
+                else "nothing was written; run again with")
+        print(f"\npython -m benchmarks: {what}; {kept}: {resume_command(argv)}",
+              file=sys.stderr, flush=True)
+        sys.exit(status)
+    except (ValueError, FileNotFoundError, OSError) as e:
         sys.exit(f"python -m benchmarks: error: {e}")
+    finally:
+        signal.signal(signal.SIGTERM, previous[0])
+        if previous[1] is not None:
+            signal.signal(signal.SIGINT, previous[1])

@@ -14,14 +14,27 @@ restarted cell takes its records back from the checkpoint and goes on from the n
 records and the result equal those of an uninterrupted run. A finished cell is committed by
 writing ``cells/<protocol>/<method>/seed<k>.json`` atomically, after its records were moved to
 ``records/<protocol>/<method>/seed<k>/``; its working folder is then deleted.
+
+Damaged files (disk full, another program, a copy cut short) are named on stderr, one line each,
+and recovered from, never a traceback:
+
+- a checkpoint is loaded with ``torch.load(weights_only=True)`` (it holds tensors and plain
+  Python values only: the numpy generator's state is stored as lists and ints); writing a new one
+  keeps the previous as ``ckpt.prev.pt``. A damaged ``ckpt.pt`` is moved aside
+  (``ckpt.pt.damaged``) and the cell resumes from ``ckpt.prev.pt``, or from scratch when that one
+  is missing or damaged too (the ``.damaged`` files go with the working folder at the commit);
+- a committed result that is not JSON or not a result of this cell (``{}``, another cell's) is
+  moved aside (``seed<k>.json.damaged``, kept) and the cell is computed again.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 import random
 import shutil
+import sys
 import time
 
 import numpy as np
@@ -60,9 +73,18 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict:
+    """Every generator's state as tensors and plain Python values (a checkpoint holding them
+    loads with ``weights_only=True``); numpy's legacy state tuple becomes a dict of lists/ints."""
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": {
+            "bit_generator": str(name),
+            "keys": [int(k) for k in keys],
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -72,7 +94,9 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    np.random.set_state((n["bit_generator"], np.asarray(n["keys"], dtype=np.uint32), n["pos"],
+                         n["has_gauss"], n["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -180,21 +204,98 @@ def build_cell(cfg: Config, data: ProtocolData, method: MethodSpec, device: torc
 # ----------------------------------------------------------------------------- checkpoint
 
 
-class Checkpoint:
-    """The resumable state of one cell: ``<work>/ckpt.pt``, written atomically after each epoch.
+#: Keys every checkpoint holds (a loadable file without them is damaged).
+CHECKPOINT_KEYS = ("epoch", "trunk", "embedder", "loss", "optimizers", "sampler_labels", "rng",
+                   "records")
 
-    Opening a work folder without a checkpoint deletes it (a killed run's partial files).
+
+def log(message: str) -> None:
+    """One line on stderr (damaged files and what was done about them)."""
+    print(f"[benchmarks] {message}", file=sys.stderr, flush=True)
+
+
+def plain(obj, where: str = "checkpoint"):
+    """``obj`` with numpy scalars and arrays turned into Python values, checked to hold only what
+    ``torch.load(weights_only=True)`` reads (tensors, containers, str/int/float/bool/None);
+    anything else is a ``TypeError`` naming where it sits, raised when the file is written rather
+    than when a resumed run cannot read it."""
+    if obj is None or isinstance(obj, (torch.Tensor, str, bool, int, float, torch.dtype,
+                                       torch.device, torch.Size)):
+        return obj
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, dict):
+        out = collections.OrderedDict() if isinstance(obj, collections.OrderedDict) else {}
+        for k, v in obj.items():
+            out[plain(k, where)] = plain(v, f"{where}[{k!r}]")
+        return out
+    if isinstance(obj, (list, tuple)):
+        items = [plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+        return items if isinstance(obj, list) else tuple(items)
+    raise TypeError(
+        f"{where} holds a {type(obj).__module__}.{type(obj).__qualname__}, which "
+        "torch.load(weights_only=True) cannot read; store it as tensors or plain values"
+    )
+
+
+def load_checkpoint(path: str) -> dict:
+    """The state in ``path``, read with ``weights_only=True``; a file that cannot be read or
+    lacks a checkpoint's keys raises ``DamagedFileError`` naming it."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, ... here
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise _io.DamagedFileError(path, f"cannot be read ({type(e).__name__}: {reason})") from None
+    if not isinstance(state, dict) or any(k not in state for k in CHECKPOINT_KEYS):
+        missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+        raise _io.DamagedFileError(path, f"not a checkpoint (missing {missing})")
+    if not isinstance(state["epoch"], int) or state["epoch"] < 1:
+        raise _io.DamagedFileError(path, f"not a checkpoint (epoch {state['epoch']!r})")
+    return state
+
+
+class Checkpoint:
+    """The resumable state of one cell: ``<work>/ckpt.pt``, written atomically after each epoch
+    (the one before kept as ``ckpt.prev.pt``).
+
+    Opening reads ``ckpt.pt``, else ``ckpt.prev.pt``; a damaged one is moved aside
+    (``*.damaged``) and said on stderr. With neither, the work folder's other files (a killed
+    run's partial files) are deleted and the cell starts from scratch.
     """
 
     def __init__(self, work: str):
         self.work = work
         self.path = os.path.join(work, "ckpt.pt")
+        self.prev_path = os.path.join(work, "ckpt.prev.pt")
         self.records_dir = os.path.join(work, "records")
         self.state: dict | None = None
-        if os.path.exists(self.path):
-            self.state = torch.load(self.path, map_location="cpu", weights_only=False)
-        elif os.path.isdir(work):
-            shutil.rmtree(work)
+        damaged = []
+        for path in (self.path, self.prev_path):
+            if not os.path.exists(path):
+                continue
+            try:
+                self.state = load_checkpoint(path)
+                break
+            except _io.DamagedFileError as e:
+                damaged.append((e, _io.move_aside(path)))
+        if damaged:
+            then = (
+                "restarting the cell from scratch" if self.state is None
+                else f"resuming from {self.prev_path} (epoch {self.state['epoch']})"
+            )
+            for e, aside in damaged:
+                log(f"{e} (moved to {aside}); {then}")
+        if self.state is None and os.path.isdir(work):
+            for entry in os.listdir(work):
+                p = os.path.join(work, entry)
+                if ".damaged" in entry:
+                    continue
+                if os.path.isdir(p):
+                    shutil.rmtree(p)
+                else:
+                    os.remove(p)
 
     @property
     def epoch(self) -> int | None:
@@ -238,7 +339,8 @@ class Checkpoint:
             cell.miner.load_state_dict(s["miner"])
         for k, opt in cell.optimizers.items():
             opt.load_state_dict(s["optimizers"][k])
-        cell.sampler.labels = list(s["sampler_labels"])
+        kind = type(cell.sampler.labels[0]) if len(cell.sampler.labels) else int
+        cell.sampler.labels = [kind(x) for x in s["sampler_labels"]]
         records.set_pending_records(cell.keeper, s["records"])
         return s["epoch"] + 1
 
@@ -261,13 +363,13 @@ class Checkpoint:
             "loss": cell.loss.state_dict(),
             "miner": cell.miner.state_dict() if cell.miner is not None else None,
             "optimizers": {k: o.state_dict() for k, o in cell.optimizers.items()},
-            "sampler_labels": list(cell.sampler.labels),
+            "sampler_labels": [int(x) for x in cell.sampler.labels],
             "rng": rng_state(),
             "records": records.pending_records(cell.keeper),
             "grad_scaler": scaler.state_dict() if scaler is not None else None,
             "elapsed": elapsed,
         }
-        _io.atomic_torch_save(self.path, state)
+        _io.atomic_torch_save(self.path, plain(state), previous=self.prev_path)
 
 
 # ----------------------------------------------------------------------------- the steps
@@ -324,6 +426,41 @@ def drop_work(work: str, run_dir: str) -> None:
     _remove_empty_parents(work, stop=run_dir)
 
 
+def check_result(result, protocol: str, method: str, seed: int) -> str | None:
+    """None when ``result`` (a committed cell's JSON) is a result of this cell, else what is
+    wrong with it."""
+    if not isinstance(result, dict):
+        return f"not a JSON object but {type(result).__name__}"
+    got = (result.get("protocol"), result.get("method"), result.get("seed"))
+    if got != (protocol, method, seed):
+        return f"protocol/method/seed are {list(got)}, expected {[protocol, method, seed]}"
+    metrics = result.get("metrics")
+    if not isinstance(metrics, dict) or not isinstance(
+        metrics.get("mean_average_precision_at_r"), (int, float)
+    ):
+        return "no metrics.mean_average_precision_at_r"
+    return None
+
+
+def read_result(path: str, protocol: str, method: str, seed: int) -> dict:
+    """The committed result in ``path``; ``DamagedFileError`` when it is not this cell's."""
+    result = _io.read_json(path)
+    why = check_result(result, protocol, method, seed)
+    if why:
+        raise _io.DamagedFileError(path, why)
+    return result
+
+
+def is_committed(run_dir: str, protocol: str, method: str, seed: int) -> bool:
+    """Whether the cell has a committed, readable result (a damaged one will be recomputed)."""
+    path = cell_paths(run_dir, protocol, method, seed)["result"]
+    try:
+        read_result(path, protocol, method, seed)
+    except (FileNotFoundError, _io.DamagedFileError):
+        return False
+    return True
+
+
 def run_cell(
     cfg: Config,
     run_dir: str,
@@ -340,9 +477,14 @@ def run_cell(
     """
     paths = cell_paths(run_dir, data.name, method.name, seed)
     if os.path.exists(paths["result"]):
-        if os.path.exists(paths["work"]):  # killed between the commit and the clean-up
-            drop_work(paths["work"], run_dir)
-        return _io.read_json(paths["result"])
+        try:
+            result = read_result(paths["result"], data.name, method.name, seed)
+        except _io.DamagedFileError as e:
+            log(f"{e} (moved to {_io.move_aside(paths['result'])}); computing the cell again")
+        else:
+            if os.path.exists(paths["work"]):  # killed between the commit and the clean-up
+                drop_work(paths["work"], run_dir)
+            return result
     ckpt = Checkpoint(paths["work"])
     iters = cfg.training.iterations_per_epoch or max(1, len(data.train) // cfg.training.batch_size)
     purge_step = ckpt.prepare_records(iters)

@@ -179,11 +179,74 @@ def test_main_module_prints_errors_without_a_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_a_run_where_no_method_can_run_is_an_error(cfg_path, tmp_path):
+@pytest.fixture
+def module_missing_a_dependency(tmp_path, monkeypatch):
+    """A module that exists but cannot be imported here (it needs a package not installed)."""
+    (tmp_path / "needs_absent_dep.py").write_text(
+        "import absent_dependency_of_the_test  # noqa\nclass GhostLoss:\n    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "needs_absent_dep.GhostLoss"
+
+
+def test_a_run_where_no_method_can_run_is_an_error(cfg_path, tmp_path, module_missing_a_dependency):
     out = tmp_path / "run"
-    with pytest.raises(ValueError, match="no method can run: ghost: class 'GhostLoss'"):
-        _main(cfg_path, out, "--set", "methods=[{name: ghost, loss: {class: GhostLoss}}]")
+    spec = f"methods=[{{name: ghost, loss: {{class: {module_missing_a_dependency}}}}}]"
+    with pytest.raises(ValueError, match="no method can run: ghost: class "
+                       "'needs_absent_dep.GhostLoss': cannot import 'needs_absent_dep'"):
+        _main(cfg_path, out, "--set", spec)
     assert not out.exists()
+
+
+class TestUnknownClassName:
+    @pytest.mark.parametrize(
+        "name, match",
+        [
+            ("TripletMarginLos", "class 'TripletMarginLos' is in none of .*; did you mean "
+                                 "'TripletMarginLoss'"),
+            ("CodingRateRegulariser", ".*; did you mean 'CodingRateRegularizer'"),
+            ("pml_anticollapse.losses.MCR2Los", ".*: 'pml_anticollapse.losses' has no attribute "
+                                                "'MCR2Los'; did you mean 'MCR2Loss'"),
+            ("pml_anticolapse.losses.MCR2Loss", ".*: there is no module 'pml_anticolapse.losses'; "
+                                                "did you mean 'pml_anticollapse.losses'"),
+        ],
+    )
+    def test_a_misspelt_class_is_an_error_with_did_you_mean(self, cfg_path, tmp_path, name,
+                                                            match):
+        out = tmp_path / "run"
+        spec = f"methods=[{{name: typo, loss: {{class: {name}}}}}, " \
+               "{name: no_learning, no_learning: true}]"
+        for extra in ([], ["--methods", "typo"]):
+            with pytest.raises(ValueError, match=f"method 'typo': {match}"):
+                _main(cfg_path, out, "--set", spec, *extra)
+        assert not out.exists()
+
+    def test_through_the_command_line_it_is_an_error_not_a_skip(self, tmp_path):
+        proc = run_cli("--smoke", "--output", str(tmp_path / "r"), "--set",
+                       "methods=[{name: t, loss: {class: TripletMarginLos}}]")
+        assert proc.returncode == 1
+        assert "did you mean 'TripletMarginLoss'" in proc.stderr
+        assert "skipping" not in proc.stderr and "Traceback" not in proc.stderr
+        assert not (tmp_path / "r").exists()
+
+    def test_a_class_whose_module_cannot_be_imported_here_is_skipped(
+        self, cfg_path, tmp_path, module_missing_a_dependency, capsys
+    ):
+        out = tmp_path / "run"
+        spec = (f"methods=[{{name: ghost, loss: {{class: {module_missing_a_dependency}}}}}, "
+                "{name: no_learning, no_learning: true}]")
+        assert _main(cfg_path, out, "--set", spec) == 0
+        assert "skipping method 'ghost'" in capsys.readouterr().err
+        skipped = json.loads((out / "results.json").read_text())["metadata"]["skipped"]
+        assert "absent_dependency_of_the_test" in skipped["ghost"]
+
+    def test_list_methods_flags_the_unknown_name(self, capsys):
+        argv = ["--list-methods", "--set", "methods=[{name: floor, no_learning: true}, "
+                "{name: typo, loss: {class: TripletMarginLos}}]"]
+        assert cli.main(argv) == 1
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0].split() == ["floor"]
+        assert lines[1].startswith("typo") and "(error: method 'typo': class" in lines[1]
 
 
 def test_tune_is_dispatched_to_the_tuning_step(capsys):

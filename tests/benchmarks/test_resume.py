@@ -121,7 +121,7 @@ def runs(tmp_path_factory):
     assert _wait_for(lambda: os.path.exists(work_ckpt), p), "no checkpoint appeared"
     time.sleep(0.15)
     _kill(p)
-    first_ckpt_epoch = __import__("torch").load(work_ckpt, weights_only=False)["epoch"]
+    first_ckpt_epoch = __import__("torch").load(work_ckpt, weights_only=True)["epoch"]
     n_cells_after_kill1 = len(_cells(killed))
 
     # kill 2: right after one more cell is committed
