@@ -402,3 +402,18 @@ class TestWithPMLMachinery:
         p1, map_r = retrieval_reference(emb, test.labels.numpy())
         assert acc["test"]["precision_at_1_level0"] == pytest.approx(p1, abs=1e-6)
         assert acc["test"]["mean_average_precision_at_r_level0"] == pytest.approx(map_r, abs=1e-6)
+
+
+class TestRawPixels:
+    def test_small_images_keep_every_pixel_large_ones_are_pooled(self):
+        from benchmarks.harness.models import RawPixels
+
+        small = torch.arange(2 * 3 * 32 * 32, dtype=torch.float32).view(2, 3, 32, 32)
+        assert torch.equal(RawPixels()(small), small.flatten(1))
+        big = torch.rand(2, 3, 224, 224)
+        expected = torch.stack(
+            [big[:, :, 14 * i : 14 * (i + 1), 14 * j : 14 * (j + 1)].mean(dim=(-2, -1))
+             for i in range(16) for j in range(16)],
+            dim=-1,
+        ).flatten(1)  # 16x16 blocks of 14x14 pixels, channel-major as flatten(1) orders them
+        torch.testing.assert_close(RawPixels()(big), expected)

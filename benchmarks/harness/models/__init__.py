@@ -100,14 +100,25 @@ def build_model(options: ModelOptions, input_shape: tuple[int, ...]):
     return _MODELS[options.name](options, tuple(input_shape))
 
 
+class RawPixels(torch.nn.Module):
+    """Images as their pixels, flattened: at full resolution up to ``max_side`` (the 32x32 glyphs:
+    3072-d), average-pooled to 16x16 above it (224x224 photos: 768-d, so kNN stays tractable)."""
+
+    def __init__(self, max_side: int = 32, pooled_side: int = 16):
+        super().__init__()
+        self.max_side, self.pooled_side = max_side, pooled_side
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if max(x.shape[-2:]) > self.max_side:
+            x = torch.nn.functional.adaptive_avg_pool2d(x, self.pooled_side)
+        return x.flatten(1)
+
+
 def raw_input_model(input_kind: str):
-    """(trunk, embedder) of the no-learning row: raw inputs (images: average-pooled to 16x16,
-    768-d, so that kNN on them stays tractable)."""
+    """(trunk, embedder) of the no-learning row: raw inputs (images: see :class:`RawPixels`)."""
     if input_kind == "vector":
         return torch.nn.Identity(), torch.nn.Identity()
-    return torch.nn.Sequential(
-        torch.nn.AdaptiveAvgPool2d(16), torch.nn.Flatten()
-    ), torch.nn.Identity()
+    return RawPixels(), torch.nn.Identity()
 
 
 def _numel(shape: tuple[int, ...]) -> int:
