@@ -75,6 +75,60 @@ def atomic_torch_save(path: str, obj: Any, previous: str | None = None) -> None:
         raise
 
 
+# ---------------------------------------------------------------- folder lock
+
+#: The folders this process holds locked: {real path: open lock file}.
+_LOCKS: dict = {}
+
+
+def lock_folder(folder: str, name: str = ".lock", what: str = "folder") -> None:
+    """Lock ``folder`` for this process: ``fcntl.flock`` on ``folder/name``, kept until
+    :func:`unlock_folder` or the end of the process (the OS releases it when a process dies, so a
+    killed process leaves no stale lock; the file itself stays: deleting it would let a second
+    process lock a new file while the first still holds the old one). The file names the holder
+    (PID and command). A folder that another process holds is a ``ValueError`` naming that
+    process; calling again in the holding process is a no-op."""
+    import fcntl
+    import shlex
+    import sys
+
+    key = os.path.realpath(folder)
+    if key in _LOCKS:
+        return
+    path = os.path.join(folder, name)
+    try:
+        f = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (held open while locked)
+    except OSError as e:
+        raise ValueError(f"--output {folder!r} is not writable ({e.strerror}: {path})") from e
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise ValueError(
+            f"{what} {folder!r} is in use by {holder} (lock {path}); wait for it to end, "
+            "or pick another --output"
+        ) from None
+    f.seek(0)
+    f.truncate()
+    command = " ".join(shlex.quote(a) for a in [os.path.basename(sys.executable), *sys.argv])
+    f.write(f"PID {os.getpid()} ({command})\n")
+    f.flush()
+    _LOCKS[key] = f
+
+
+def unlock_folder(folder: str) -> None:
+    f = _LOCKS.pop(os.path.realpath(folder), None)
+    if f is not None:
+        f.close()  # closing the file releases the flock
+
+
+def held_locks() -> list[str]:
+    """The folders this process holds locked (real paths)."""
+    return sorted(_LOCKS)
+
+
 # ---------------------------------------------------------------- damaged files
 
 

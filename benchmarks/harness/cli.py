@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import fcntl
 import os
 import shlex
 import shutil
@@ -254,48 +253,18 @@ def start_process(cfg: config_mod.Config, progress: str) -> None:
     pml2.configure(show_inner_bars=progress == "all")
 
 
-#: The run folders this process holds locked: {real path: open lock file}.
-_LOCKS: dict = {}
-
 #: Whether this process has started writing a run folder (for the Ctrl-C line).
 _STARTED = False
 
 
 def lock_run_dir(run_dir: str) -> None:
-    """Lock ``run_dir`` for this process (``fcntl.flock`` on ``<run_dir>/.lock``, kept until
-    :func:`unlock_run_dir` or the process ends: the OS releases it when a process dies, so a
-    killed run leaves no stale lock). A folder that another process holds is a ``ValueError``
-    naming that process; calling again in the holding process is a no-op."""
-    key = os.path.realpath(run_dir)
-    if key in _LOCKS:
-        return
-    path = os.path.join(run_dir, LOCK_NAME)
-    try:
-        f = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (held open for the whole run)
-    except OSError as e:
-        raise ValueError(f"--output {run_dir!r} is not writable ({e.strerror}: {path})") from e
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.seek(0)
-        holder = f.read().strip() or "another process"
-        f.close()
-        raise ValueError(
-            f"run folder {run_dir!r} is in use by {holder} (lock {path}); wait for it to end, "
-            "or pick another --output"
-        ) from None
-    f.seek(0)
-    f.truncate()
-    command = " ".join(shlex.quote(a) for a in [os.path.basename(sys.executable), *sys.argv])
-    f.write(f"PID {os.getpid()} ({command})\n")
-    f.flush()
-    _LOCKS[key] = f
+    """Lock ``run_dir`` for this process (:func:`benchmarks._shared.lock_folder` on
+    ``<run_dir>/.lock``): a folder that another process uses is a ``ValueError`` naming it."""
+    _io.lock_folder(run_dir, LOCK_NAME, what="run folder")
 
 
 def unlock_run_dir(run_dir: str) -> None:
-    f = _LOCKS.pop(os.path.realpath(run_dir), None)
-    if f is not None:
-        f.close()  # closing the file releases the flock
+    _io.unlock_folder(run_dir)
 
 
 def check_writable(run_dir: str) -> None:

@@ -2,7 +2,10 @@
 
 An uninterrupted reference run and a run killed twice (once inside a cell, between an epoch's end
 and its checkpoint, once just after a cell was committed) must give the same table, the same
-per-cell results and the same record-keeper records, row for row.
+per-cell results and the same record-keeper records, row for row. Before the last restart, the
+latest checkpoint and the latest committed result of the killed run are damaged (truncated): the
+resumed run names both files and recovers, from the previous checkpoint and by computing the cell
+again. Ctrl-C and SIGTERM end a run with one line giving the command that resumes it.
 """
 
 from __future__ import annotations
@@ -90,6 +93,13 @@ def _records(out):
     return rec
 
 
+def _truncate(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 2])
+
+
 def _strip_volatile(cell):
     return {k: v for k, v in cell.items() if k not in ("seconds", "resumed_from_epoch")}
 
@@ -124,7 +134,11 @@ def runs(tmp_path_factory):
     first_ckpt_epoch = __import__("torch").load(work_ckpt, weights_only=True)["epoch"]
     n_cells_after_kill1 = len(_cells(killed))
 
-    # kill 2: right after one more cell is committed
+    # kill 2: once one more cell (triplet+coding_rate/seed0, resumed) is committed and the next
+    # one has written epoch 2's checkpoint (epoch 1's kept as ckpt.prev.pt); epoch 3's is 0.4 s
+    # away at the earliest
+    work = os.path.join(killed, "work", "zs", "triplet+coding_rate", "seed1")
+    ckpt, prev = os.path.join(work, "ckpt.pt"), os.path.join(work, "ckpt.prev.pt")
     p = subprocess.Popen(
         command,
         cwd=REPO,
@@ -132,19 +146,47 @@ def runs(tmp_path_factory):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    assert _wait_for(lambda: len(_cells(killed)) >= n_cells_after_kill1 + 1, p), "no cell committed"
+    assert _wait_for(
+        lambda: len(_cells(killed)) >= n_cells_after_kill1 + 1
+        and os.path.exists(prev) and os.path.exists(ckpt), p
+    ), "no cell committed and two checkpoints written"
     _kill(p)
     n_cells_after_kill2 = len(_cells(killed))
+    import torch
+
+    epochs = (torch.load(ckpt, weights_only=True)["epoch"],
+              torch.load(prev, weights_only=True)["epoch"])
+
+    # damage the latest checkpoint and the latest committed result
+    latest_cell = max(_cells(killed), key=os.path.getmtime)
+    with open(latest_cell) as f:
+        latest_before_damage = json.load(f)
+    _truncate(ckpt)
+    _truncate(latest_cell)
 
     proc = run_cli(*_args(cfg, killed))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {
+        "cfg": cfg,
         "ref": ref,
         "killed": killed,
         "first_ckpt_epoch": first_ckpt_epoch,
         "n1": n_cells_after_kill1,
         "n2": n_cells_after_kill2,
+        "epochs": epochs,
+        "ckpt": ckpt,
+        "prev": prev,
+        "cell": latest_cell,
+        "cell_before_damage": latest_before_damage,
+        "stderr": proc.stderr,
     }
+
+
+def _truncate(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 2])
 
 
 class TestResumeAfterSigkill:
@@ -153,9 +195,9 @@ class TestResumeAfterSigkill:
         assert runs["n1"] < runs["n2"] < N_CELLS
 
     def test_the_killed_cell_resumed_from_its_checkpoint(self, runs):
-        cell = json.loads(
-            (runs["killed"] / "cells" / "zs" / "triplet+coding_rate" / "seed0.json").read_text()
-        )
+        # as committed by the 2nd session (then damaged, and computed again by the 3rd)
+        cell = runs["cell_before_damage"]
+        assert (cell["method"], cell["seed"]) == ("triplet+coding_rate", 0)
         assert cell["resumed_from_epoch"] == runs["first_ckpt_epoch"]
 
     def test_same_cells_no_loss_no_duplicate(self, runs):
@@ -212,3 +254,57 @@ class TestKilledBetweenCommitAndCleanUp:
         again = train.run_cell(cfg, str(tmp_path), protocol, method, 0, cpu)
         assert again == first
         assert not (tmp_path / "work").exists()
+
+
+class TestResumeAfterDamage:
+    def test_the_kill_left_two_checkpoints(self, runs):
+        assert runs["epochs"] == (2, 1)
+
+    def test_the_log_names_both_damaged_files(self, runs):
+        lines = runs["stderr"].splitlines()
+        ckpt, cell = runs["ckpt"], runs["cell"]
+        assert any(
+            x.startswith(f"[benchmarks] damaged file {ckpt}: cannot be read")
+            and x.endswith(f"(moved to {ckpt}.damaged); resuming from {runs['prev']} (epoch 1)")
+            for x in lines
+        ), runs["stderr"][-3000:]
+        assert any(
+            x.startswith(f"[benchmarks] damaged file {cell}: not valid JSON")
+            and x.endswith(f"(moved to {cell}.damaged); computing the cell again")
+            for x in lines
+        ), runs["stderr"][-3000:]
+        assert "Traceback" not in runs["stderr"]
+        assert os.path.exists(cell + ".damaged")  # kept for inspection
+
+    def test_the_damaged_checkpoint_cell_resumed_from_the_previous_one(self, runs):
+        cell = json.loads(
+            (runs["killed"] / "cells" / "zs" / "triplet+coding_rate" / "seed1.json").read_text()
+        )
+        assert cell["resumed_from_epoch"] == 1
+        again = json.loads(open(runs["cell"]).read())
+        assert again["resumed_from_epoch"] is None  # the damaged result: computed from scratch
+        assert _strip_volatile(again) == _strip_volatile(runs["cell_before_damage"])
+
+
+class TestInterrupt:
+    @pytest.mark.parametrize("sig, status, what", [
+        (signal.SIGINT, 130, "interrupted (Ctrl-C)"),
+        (signal.SIGTERM, 143, "terminated (SIGTERM)"),
+    ])
+    def test_one_line_with_the_resume_command(self, runs, tmp_path, sig, status, what):
+        out = tmp_path / "run"
+        args = [*_args(runs["cfg"], out), "--fresh"]
+        ckpt = os.path.join(out, "work", "zs", "triplet+coding_rate", "seed0", "ckpt.pt")
+        p = subprocess.Popen(cli_command_with_checkpoint_delay(0.4, *args), cwd=REPO,
+                             env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
+        assert _wait_for(lambda: os.path.exists(ckpt), p), "no checkpoint appeared"
+        p.send_signal(sig)
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == status, err[-3000:]
+        assert "Traceback" not in err and "KeyboardInterrupt" not in err
+        resume = "python -m benchmarks " + " ".join(_args(runs["cfg"], out))  # without --fresh
+        assert err.rstrip().splitlines()[-1] == (
+            f"python -m benchmarks: {what}; every finished epoch is kept; resume with: {resume}"
+        )
+        assert os.path.exists(ckpt)  # the finished epoch is there to resume from
