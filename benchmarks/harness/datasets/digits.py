@@ -52,6 +52,10 @@ class ShiftedDigits(TensorPairs):
         out = pad[top : top + self.side, left : left + self.side]
         return out.reshape(-1), self.labels[i]
 
+    def without_augmentation(self) -> TensorPairs:
+        """The same digits unshifted (the view validation folds retrieve on)."""
+        return TensorPairs(self.x, self.labels)
+
 
 def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits

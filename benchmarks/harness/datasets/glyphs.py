@@ -94,6 +94,12 @@ class GlyphImages(torch.utils.data.Dataset):
 
         return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
 
+    def without_augmentation(self) -> GlyphImages:
+        """The same images through the evaluation transform (no random shift): the view that
+        validation folds carved from a training set retrieve on."""
+        return GlyphImages(self.images, self.labels.numpy(), make_transform(0, False),
+                           self.characters, self.fonts)
+
 
 def make_transform(augment_shift: int, train: bool) -> Compose:
     """The real datasets' tensor path (RGB, ImageNet normalisation), with ±shift for training."""
