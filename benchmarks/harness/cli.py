@@ -496,6 +496,7 @@ def run(argv=None) -> int:
     is the tuning step (``tune.main``)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     previous = signal.signal(signal.SIGTERM, _raise_terminated), signal.getsignal(signal.SIGINT)
+    held = set(_io.held_locks())
     try:
         if argv[:1] == ["tune"]:
             from . import tune
@@ -515,6 +516,8 @@ def run(argv=None) -> int:
     except (ValueError, FileNotFoundError, OSError) as e:
         sys.exit(f"python -m benchmarks: error: {e}")
     finally:
+        for folder in set(_io.held_locks()) - held:  # e.g. the run folder of the tuning step
+            _io.unlock_folder(folder)
         signal.signal(signal.SIGTERM, previous[0])
         if previous[1] is not None:
             signal.signal(signal.SIGINT, previous[1])

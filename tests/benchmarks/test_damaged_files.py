@@ -288,3 +288,37 @@ class TestDamagedRunFiles:
         assert _io.read_json_or_none(str(tmp_path / "missing.json")) is None
         with pytest.raises(FileNotFoundError):
             _io.read_json(str(tmp_path / "missing.json"))
+
+
+class TestDamagedTuningRun:
+    """``python -m benchmarks tune`` calls ``train.run_cell`` and ``cli.RunLog`` too: its run
+    folder recovers the same way."""
+
+    def test_damaged_test_cells_and_run_json_of_a_tuned_run(self, tmp_path, capsys):
+        cfg = tmp_path / "cfg.yaml"
+        cfg.write_text(
+            "name: damaged-tune\nseeds: [0]\nthreads: 1\n"
+            "dataset: {name: digits, protocols: {zs: {type: zero_shot,\n"
+            "  train_classes: [0, 1, 2, 3, 4], test_classes: [5, 6, 7, 8, 9]}}}\n"
+            "training: {epochs: 1, batch_size: 16, m_per_class: 4}\n"
+            "methods:\n"
+            "  - name: triplet\n"
+            "    search: {loss.args.margin: {uniform: [0.1, 0.3]}}\n"
+            "    loss: {class: TripletMarginLoss, args: {margin: 0.2}}\n"
+        )
+        out = tmp_path / "run"
+        args = ["tune", "--smoke", "--config", str(cfg), "--output", str(out), "--progress",
+                "none", "--no-plots"]
+        assert cli.run(args) == 0
+        assert _io.held_locks() == []  # released when the command ends
+        table = (out / "table.md").read_text()
+        cell = out / "cells" / "zs" / "triplet" / "seed0.json"
+        cell.write_text("{}")
+        (out / "run.json").write_text("{")
+        capsys.readouterr()
+        assert cli.run(args) == 0
+        err = capsys.readouterr().err
+        assert f"damaged file {cell}: protocol/method/seed are" in err
+        assert f"damaged file {out / 'run.json'}: not valid JSON" in err
+        new = (out / "table.md").read_text()
+        assert new[new.index("### "):] == table[table.index("### "):]
