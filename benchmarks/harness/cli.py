@@ -277,6 +277,18 @@ def check_writable(run_dir: str) -> None:
             raise ValueError(f"--output {run_dir!r}: {path} is not a writable folder")
 
 
+def drop_partial_writes(run_dir: str) -> None:
+    """Delete the temporary files (``.tmp-*``) of writes that a killed process left half done:
+    their complete version was never renamed into place. Called under the lock (no writer)."""
+    partial = [os.path.join(d, f) for d, _, files in os.walk(run_dir) for f in files
+               if f.startswith(".tmp-")]
+    for path in partial:
+        os.remove(path)
+    if partial:
+        train.log(f"removed {len(partial)} partial write(s) (.tmp-*) that a killed run left "
+                  f"in {run_dir}")
+
+
 def prepare_run_dir(run_dir: str, identity: dict, fresh: bool) -> None:
     """Create (or, with ``fresh``, empty) the run folder, lock it (:func:`lock_run_dir`) and pin
     its configuration.
@@ -309,6 +321,7 @@ def prepare_run_dir(run_dir: str, identity: dict, fresh: bool) -> None:
                 shutil.rmtree(path)
             else:
                 os.remove(path)
+    drop_partial_writes(run_dir)
     if os.path.exists(ident_path):
         try:
             pinned = _io.read_json(ident_path)

@@ -278,6 +278,17 @@ class TestDamagedRunFiles:
         with pytest.raises(ValueError, match=rf"damaged file {out / 'run.json'}: empty file"):
             cli.main(["--report-only", "--output", str(out)])
 
+    def test_partial_writes_of_a_killed_run_are_dropped(self, run, capsys):
+        out, args = run
+        tmp = out / "cells" / "zs" / "no_learning" / ".tmp-abc123"
+        tmp.write_text('{"half": ')
+        capsys.readouterr()
+        assert cli.main(args) == 0
+        assert not tmp.exists()
+        assert f"removed 1 partial write(s) (.tmp-*) that a killed run left in {out}" in (
+            capsys.readouterr().err
+        )
+
     def test_read_json_names_the_file(self, tmp_path):
         p = tmp_path / "x.json"
         p.write_text('{"a": "unterminated')
