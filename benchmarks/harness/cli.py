@@ -471,8 +471,8 @@ def main(argv=None) -> int:
     run_dir = args.output or os.path.join(RESULTS_ROOT, cfg.name)
     progress = args.progress or ("all" if sys.stderr.isatty() else "cells")
     start_process(cfg, progress)
-    prepare_run_dir(run_dir, config_mod.identity(cfg, plan.provenance), fresh=args.fresh)
     try:
+        prepare_run_dir(run_dir, config_mod.identity(cfg, plan.provenance), fresh=args.fresh)
         argv_shown = sys.argv[1:] if argv is None else argv
         command = " ".join(["python -m benchmarks", *(shlex.quote(a) for a in argv_shown)])
         log = RunLog(run_dir, plan, command)
