@@ -27,8 +27,11 @@ from .datasets import ProtocolData
 
 EPILOG = """\
 examples:
-  python -m benchmarks           # digits, 2 protocols, 13 methods, 3 seeds (< 3 min, 2 CPU cores)
+  python -m benchmarks           # the glyph benchmark: 200 kanji x 17 fonts, 11 methods, 3 seeds
   python -m benchmarks --smoke   # every method, 1 seed, 2 iterations (seconds)
+  python -m benchmarks --dataset digits                   # sklearn digits, 13 methods (~1 min)
+  python -m benchmarks --font-dir ~/Library/Fonts         # glyphs from any folder of fonts
+  python -m benchmarks tune --dataset digits              # equal-budget search, then the table
   python -m benchmarks --methods no_learning triplet triplet+coding_rate --seeds 0 1 2 3 4
   python -m benchmarks --dataset cub --data-root ~/data   # local CUB-200-2011, never downloads
   python -m benchmarks --report-only --output DIR         # rebuild the report of a run folder
@@ -58,13 +61,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument(
         "--config",
-        help="YAML config (default: benchmarks/harness/configs/default.yaml, "
+        help="YAML config (default: benchmarks/harness/configs/glyphs.yaml, "
         "or configs/<dataset>.yaml with --dataset)",
     )
     p.add_argument(
         "--dataset", choices=datasets.dataset_names(), help="dataset (real ones need --data-root)"
     )
     p.add_argument("--data-root", help="local root of the real dataset; nothing is downloaded")
+    p.add_argument(
+        "--font-dir",
+        help="glyphs: render from this folder of .ttf/.otf/.ttc files instead of the pinned "
+        "Debian font set (= --set dataset.font_dir=DIR)",
+    )
     p.add_argument("--seeds", type=int, nargs="+", help="seeds (default from config: 0 1 2)")
     p.add_argument("--epochs", type=int, help="training epochs per cell")
     p.add_argument("--methods", nargs="+", help="run only these methods (names from the config)")
@@ -122,7 +130,7 @@ def resolve_config(args) -> config_mod.Config:
     the command line's overrides, checked against the schema."""
     if args.config:
         path = args.config
-    elif args.dataset and args.dataset != "digits":
+    elif args.dataset:
         path = os.path.join(config_mod.CONFIG_DIR, f"{args.dataset}.yaml")
     else:
         path = config_mod.DEFAULT_CONFIG
@@ -131,6 +139,8 @@ def resolve_config(args) -> config_mod.Config:
         raw["dataset"] = {"name": args.dataset}  # another dataset: none of the old options
     if args.data_root:
         raw.setdefault("dataset", {})["root"] = os.path.expanduser(args.data_root)
+    if args.font_dir:
+        raw.setdefault("dataset", {})["font_dir"] = os.path.expanduser(args.font_dir)
     if args.seeds:
         raw["seeds"] = list(args.seeds)
     training = raw.setdefault("training", {})
@@ -287,6 +297,15 @@ def drop_partial_writes(run_dir: str) -> None:
     if partial:
         train.log(f"removed {len(partial)} partial write(s) (.tmp-*) that a killed run left "
                   f"in {run_dir}")
+
+
+def copy_extra_files(plan: Plan, run_dir: str) -> None:
+    """Copy each protocol's ``extra_files`` (e.g. the glyphs' sample grid) into the run folder."""
+    for data in plan.protocols.values():
+        for name, src in data.extra_files.items():
+            if os.path.isfile(src):
+                with open(src, "rb") as f:
+                    _io.atomic_write_bytes(os.path.join(run_dir, name), f.read())
 
 
 def prepare_run_dir(run_dir: str, identity: dict, fresh: bool) -> None:
@@ -473,6 +492,7 @@ def main(argv=None) -> int:
     start_process(cfg, progress)
     try:
         prepare_run_dir(run_dir, config_mod.identity(cfg, plan.provenance), fresh=args.fresh)
+        copy_extra_files(plan, run_dir)
         argv_shown = sys.argv[1:] if argv is None else argv
         command = " ".join(["python -m benchmarks", *(shlex.quote(a) for a in argv_shown)])
         log = RunLog(run_dir, plan, command)

@@ -5,11 +5,11 @@ protocol classes of ``datasets``, ``models.ModelOptions``).
 The schema documents itself: ``python -m benchmarks --help-config`` prints every key with its
 type, default and meaning (generated from the dataclasses, so it cannot go out of date).
 
-- ``base: default.yaml`` (a path relative to the config's folder) inherits every key of that
+- ``base: digits.yaml`` (a path relative to the config's folder) inherits every key of that
   config; ``dataset.protocols`` and ``methods`` given here replace the inherited ones whole, and
   a ``dataset.name`` other than the inherited one drops the inherited dataset options.
 - A config without ``base`` and without ``methods`` takes the method grid of
-  ``configs/default.yaml``.
+  ``configs/digits.yaml``.
 - Class specs (``loss``, ``miner``): ``{class: Name, args: {...}}``; see ``registry``.
 """
 
@@ -29,7 +29,10 @@ from .models import ModelOptions, model_names
 from .schema import non_negative, non_negative_int, option, positive_int
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
-DEFAULT_CONFIG = os.path.join(CONFIG_DIR, "default.yaml")
+#: The main job's config (``python -m benchmarks`` with no ``--config`` / ``--dataset``).
+DEFAULT_CONFIG = os.path.join(CONFIG_DIR, "glyphs.yaml")
+#: The digits benchmark; also the method grid a config without ``base`` and ``methods`` takes.
+DIGITS_CONFIG = os.path.join(CONFIG_DIR, "digits.yaml")
 
 # Keys that only select what to run; a run folder may be resumed with other values of these.
 SELECTION_KEYS = ("seeds", "device", "threads", "tuning")
@@ -254,8 +257,8 @@ def read_config(path: str | None = None, _depth: int = 0) -> dict:
         base = read_config(os.path.join(os.path.dirname(os.path.abspath(path)), base_name),
                            _depth + 1)
     cfg = merge_over(base, user)
-    if not cfg.get("methods") and os.path.abspath(path) != os.path.abspath(DEFAULT_CONFIG):
-        cfg["methods"] = read_yaml(DEFAULT_CONFIG).get("methods", [])
+    if not cfg.get("methods") and os.path.abspath(path) != os.path.abspath(DIGITS_CONFIG):
+        cfg["methods"] = read_yaml(DIGITS_CONFIG).get("methods", [])
     return cfg
 
 

@@ -174,7 +174,14 @@ def _method_dict(method: config_mod.MethodSpec) -> dict:
 def search_method(cfg, method, space, folds, own, tune_dir, device, bar) -> dict:
     """Run (or finish) the search of one method; return its summary for ``best.json``."""
     path = os.path.join(tune_dir, method.name, "trials.json")
-    records = _io.read_json(path) if os.path.exists(path) else {}
+    records = {}
+    if os.path.exists(path):  # a damaged record is set aside: the study and the cells remain
+        try:
+            records = _io.read_json(path)
+        except _io.DamagedFileError as e:
+            _io.move_aside(path)
+            print(f"[benchmarks tune] {e}; moved aside (the earlier trials' fold values are lost "
+                  "from it; the study keeps their means)", file=sys.stderr)
 
     def objective(number: int, params: dict) -> float:
         t0 = time.perf_counter()
@@ -269,6 +276,7 @@ def main(argv=None) -> int:
         "untuned": untuned,
     }
     cli.prepare_run_dir(run_dir, identity, fresh=args.fresh)
+    cli.copy_extra_files(plan, run_dir)
     tune_dir = os.path.join(run_dir, "tuning")
     os.makedirs(tune_dir, exist_ok=True)
     _io.atomic_write_json(
@@ -330,7 +338,7 @@ def test_step(cfg, plan, best, summary, run_dir, argv, progress, args) -> int:
     bar = tqdm.tqdm(plan.cells, desc="test cells", disable=progress == "none", dynamic_ncols=True)
     for protocol, name, seed in bar:
         key = f"{protocol}/{name}/seed{seed}"
-        done = os.path.exists(train.cell_paths(run_dir, protocol, name, seed)["result"])
+        done = train.is_committed(run_dir, protocol, name, seed)
         cfg_m, method_m = tuned[name]
         train.run_cell(cfg_m, run_dir, plan.protocols[protocol], method_m, seed, plan.device)
         if not done:

@@ -173,7 +173,9 @@ def test_cpu_model_is_named():
 
 
 def test_main_module_prints_errors_without_a_traceback(tmp_path):
-    proc = run_cli("--device", "foo", "--smoke", "--output", str(tmp_path / "r"))
+    proc = run_cli(
+        "--dataset", "digits", "--device", "foo", "--smoke", "--output", str(tmp_path / "r")
+    )
     assert proc.returncode != 0
     assert "python -m benchmarks: error: device must be" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -222,7 +224,7 @@ class TestUnknownClassName:
         assert not out.exists()
 
     def test_through_the_command_line_it_is_an_error_not_a_skip(self, tmp_path):
-        proc = run_cli("--smoke", "--output", str(tmp_path / "r"), "--set",
+        proc = run_cli("--dataset", "digits", "--smoke", "--output", str(tmp_path / "r"), "--set",
                        "methods=[{name: t, loss: {class: TripletMarginLos}}]")
         assert proc.returncode == 1
         assert "did you mean 'TripletMarginLoss'" in proc.stderr

@@ -18,7 +18,7 @@ from tests.benchmarks._util import retrieval_reference, run_cli, sqlite_dump
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke") / "run"
-    proc = run_cli("--smoke", "--output", str(out), "--progress", "none")
+    proc = run_cli("--dataset", "digits", "--smoke", "--output", str(out), "--progress", "none")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc
 
@@ -28,7 +28,7 @@ class TestSmokeRun:
         out, proc = smoke_run
         table = (out / "table.md").read_text()
         assert table in proc.stdout  # printed and saved
-        cfg = config.load_config()
+        cfg = config.load_config(config.DIGITS_CONFIG)
         results = json.loads((out / "results.json").read_text())
         skipped = results["metadata"]["skipped"]
         for protocol in ("zero_shot", "superclass"):
@@ -61,7 +61,7 @@ class TestSmokeRun:
         assert meta["versions"]["pytorch_metric_learning"]
         assert meta["config"]["training"]["iterations_per_epoch"] == 2
         assert meta["missing_cells"] == []
-        n_methods = len(config.load_config().methods) - len(meta["skipped"])
+        n_methods = len(config.load_config(config.DIGITS_CONFIG).methods) - len(meta["skipped"])
         assert len(results["results"]) == 2 * n_methods
 
     def test_plots_are_png(self, smoke_run):
@@ -92,7 +92,10 @@ class TestSmokeRun:
         out, _ = smoke_run
         cells = sorted((out / "cells").rglob("*.json"))
         before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in cells}
-        proc = run_cli("--smoke", "--output", str(out), "--progress", "none", "--no-plots")
+        proc = run_cli(
+            "--dataset", "digits", "--smoke", "--output", str(out), "--progress", "none",
+            "--no-plots",
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         # no cell recomputed: the session computed none, and every cell file is untouched
         sessions = json.loads((out / "run.json").read_text())["sessions"]
@@ -102,20 +105,23 @@ class TestSmokeRun:
 
     def test_other_config_in_same_folder_is_refused(self, smoke_run):
         out, _ = smoke_run
-        proc = run_cli("--smoke", "--epochs", "2", "--output", str(out), "--progress", "none")
+        proc = run_cli(
+            "--dataset", "digits", "--smoke", "--epochs", "2", "--output", str(out),
+            "--progress", "none",
+        )
         assert proc.returncode != 0
         assert "another configuration" in proc.stderr
 
 
 def _default_with(key: str, value) -> dict:
-    raw = config.read_config()
+    raw = config.read_config(config.DIGITS_CONFIG)
     config.set_dotted(raw, key, value)
     return raw
 
 
 class TestConfig:
     def test_default_config_loads(self):
-        cfg = config.load_config()
+        cfg = config.load_config(config.DIGITS_CONFIG)
         assert cfg.dataset.name == "digits"
         assert set(cfg.dataset.protocols) == {"zero_shot", "superclass"}
         assert cfg.methods[0].name == "no_learning" and cfg.methods[0].no_learning
@@ -164,7 +170,7 @@ class TestConfig:
         assert (zs.train_classes, zs.test_classes) == ([0, 1, 2, 3, 4], [5, 6, 7, 8, 9])
 
     def test_dict_round_trip(self):
-        cfg = config.load_config()
+        cfg = config.load_config(config.DIGITS_CONFIG)
         again = config.parse_config(cfg.to_dict())
         assert again.to_dict() == cfg.to_dict()
 
@@ -207,18 +213,20 @@ class TestConfig:
         argv = ["--list-methods", "--set",
                 "methods=[{name: floor, no_learning: true, description: raw}, "
                 "{name: ghost, loss: {class: GhostLoss}}]"]
-        assert cli.main(argv) == 0
+        assert cli.main(argv) == 1  # a class name that exists nowhere is an error, not a skip
         lines = capsys.readouterr().out.splitlines()
         assert lines[0].split() == ["floor", "raw"]
-        assert lines[1].startswith("ghost") and "(skipped: class 'GhostLoss' is in none" in lines[1]
+        assert lines[1].startswith("ghost")
+        assert "(error: method 'ghost': class 'GhostLoss' is in none" in lines[1]
 
     def test_set_needs_key_value(self):
         with pytest.raises(ValueError, match="--set must be KEY=VALUE"):
             cli.resolve_config(cli.parse_args(["--set", "training.epochs"]))
 
     def test_identity_ignores_selection_keys_and_holds_provenance(self):
-        a = config.load_config()
-        b = config.parse_config({**config.read_config(), "seeds": [7], "device": "cuda"})
+        a = config.load_config(config.DIGITS_CONFIG)
+        raw = config.read_config(config.DIGITS_CONFIG)
+        b = config.parse_config({**raw, "seeds": [7], "device": "cuda"})
         assert config.identity(a) == config.identity(b)
         c = config.parse_config(_default_with("training.epochs", 99))
         assert config.identity(a) != config.identity(c)
@@ -257,7 +265,8 @@ class TestRegistry:
     def test_the_ambiguity_stops_the_cli_before_the_folder(self, tmp_path):
         out = tmp_path / "run"
         with pytest.raises(ValueError, match="'RankedListLoss' is ambiguous"):
-            cli.main(["--smoke", "--output", str(out), "--progress", "none", "--set",
+            cli.main(["--dataset", "digits", "--smoke", "--output", str(out), "--progress", "none",
+                      "--set",
                       "methods=[{name: rll, loss: {class: RankedListLoss}}]"])
         assert not out.exists()
 
@@ -271,7 +280,8 @@ class TestRegistry:
             loss={"class": "TripletMarginLoss"},
             miner={"class": "pml_anticollapse.miners.Nope"},
         )
-        assert "Nope" in registry.check_available(method)
+        with pytest.raises(ValueError, match="method 'x': .*has no attribute 'Nope'"):
+            registry.check_available(method)  # exists nowhere: an error, never a skip
         ok = config.MethodSpec(name="y", loss={"class": "TripletMarginLoss"})
         assert registry.check_available(ok) is None
 
@@ -307,7 +317,12 @@ class TestRegistry:
         with pytest.raises(TypeError, match="cannot build TripletMarginLoss"):
             registry.build({"class": "TripletMarginLoss", "args": {"no_such_arg": 1}})
 
-    def test_missing_class_method_is_skipped_not_fatal(self, tmp_path):
+    def test_missing_class_method_is_skipped_not_fatal(self, tmp_path, monkeypatch):
+        # a class whose module exists but cannot be imported here (a dependency is missing)
+        (tmp_path / "needs_absent_dep.py").write_text(
+            "import absent_dependency_of_the_test  # noqa\nclass GhostLoss:\n    pass\n"
+        )
+        monkeypatch.syspath_prepend(str(tmp_path))
         cfg_path = tmp_path / "cfg.yaml"
         cfg_path.write_text(
             "name: skip-test\nseeds: [0]\nthreads: 1\n"
@@ -315,7 +330,7 @@ class TestRegistry:
             "  train_classes: [0, 1], test_classes: [2, 3]}}}\n"
             "methods:\n"
             "  - {name: no_learning, no_learning: true}\n"
-            "  - {name: ghost, loss: {class: GhostLoss}}\n"
+            "  - {name: ghost, loss: {class: needs_absent_dep.GhostLoss}}\n"
         )
         out = tmp_path / "run"
         assert (
@@ -333,7 +348,7 @@ class TestRegistry:
             == 0
         )
         table = (out / "table.md").read_text()
-        assert "`ghost`: class 'GhostLoss'" in table
+        assert "`ghost`: class 'needs_absent_dep.GhostLoss': cannot import" in table
         assert "| no_learning |" in table
 
 

@@ -54,7 +54,9 @@ class TestNoNetwork:
         env, log = _env(tmp_path)
         out = tmp_path / "run"
         proc = subprocess.run(
-            cli_command("--smoke", "--output", str(out), "--progress", "none"),
+            cli_command(
+                "--dataset", "digits", "--smoke", "--output", str(out), "--progress", "none"
+            ),
             cwd=REPO, env=env, text=True, capture_output=True, timeout=600, check=False,
         )
         assert proc.returncode == 0, proc.stderr[-3000:]

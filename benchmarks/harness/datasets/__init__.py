@@ -92,6 +92,9 @@ class ProtocolData:
     description: str
     reference: torch.utils.data.Dataset | None = None
     provenance: dict = dataclasses.field(default_factory=dict)
+    #: files the run folder should hold a copy of, {name in the run folder: source path}
+    #: (e.g. the glyphs' sample grid); not part of the run's identity
+    extra_files: dict = dataclasses.field(default_factory=dict)
 
     @property
     def test(self) -> torch.utils.data.Dataset:

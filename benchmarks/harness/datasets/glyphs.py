@@ -297,6 +297,7 @@ class GlyphZeroShot(_GlyphProtocol):
                 f"{len(test_c)} {what} characters x {nf} fonts"
             ),
             provenance=provenance(glyphs),
+            extra_files={"sample_grid.png": os.path.join(glyphs.path, render.SAMPLE_GRID)},
         )
 
 
@@ -348,6 +349,7 @@ class GlyphSuperclass(_GlyphProtocol):
                 f"{len(train_f)} fonts, retrieve the fine characters in {len(test_f)} {held} fonts"
             ),
             provenance=provenance(glyphs),
+            extra_files={"sample_grid.png": os.path.join(glyphs.path, render.SAMPLE_GRID)},
         )
 
 
