@@ -517,11 +517,39 @@ def DigitsMLP(in_dim: int = 64, hidden: int = 256, embedding_size: int = 64) -> 
     )
 
 
+class GlyphCNNLike(torch.nn.Module):
+    """The glyph benchmark's default network (``glyph_cnn_small``: conv-BN-ReLU stages of 16, 32,
+    64 channels with 2×2 max pools, avg+max pooling, linear to 64-d), rebuilt here so that the
+    speed benchmark imports nothing from the harness."""
+
+    def __init__(self, width: int = 16, embedding_size: int = 64):
+        super().__init__()
+
+        def block(c_in: int, c_out: int) -> torch.nn.Sequential:
+            return torch.nn.Sequential(
+                torch.nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                torch.nn.BatchNorm2d(c_out),
+                torch.nn.ReLU(inplace=True),
+            )
+
+        self.features = torch.nn.Sequential(
+            block(3, width), torch.nn.MaxPool2d(2),
+            block(width, 2 * width), torch.nn.MaxPool2d(2),
+            block(2 * width, 4 * width),
+        )
+        self.embed = torch.nn.Linear(4 * width, embedding_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.features(x)
+        return self.embed(f.mean(dim=(-2, -1)) + f.amax(dim=(-2, -1)))
+
+
 def bench_training(
     device: str, smoke: bool, resnet_cpu_size: int = 0, clock: str = "wall", log=print
 ) -> list[dict]:
-    """The digits MLP on ``device``; the ResNet-18-shaped network on CUDA at 224×224, or on the
-    CPU at ``resnet_cpu_size``² when that is > 0 (a 224² step takes seconds on a laptop CPU)."""
+    """The digits MLP and the glyph benchmark's CNN on ``device``; the ResNet-18-shaped network on
+    CUDA at 224×224, or on the CPU at ``resnet_cpu_size``² when that is > 0 (a 224² step takes
+    seconds on a laptop CPU)."""
     out = []
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(128, 64, generator=gen).to(device)
@@ -531,6 +559,15 @@ def bench_training(
         "DigitsMLP (64-256-256-64)", DigitsMLP, x, labels, steps, warmup, clock
     )
     log(f"  training {device} DigitsMLP: overhead ratio {row['ratio']:.3f}")
+    out.append(row)
+    # the glyph benchmark's step: 64 glyphs of 3x32x32 (16 classes x 4, as MPerClassSampler draws)
+    x = torch.randn(64, 3, 32, 32, generator=gen).to(device)
+    labels = (torch.arange(64) % 16).to(device)
+    steps, warmup = (5, 2) if smoke else (100, 10)
+    row = training_overhead(
+        "GlyphCNNLike (16-32-64, 64-d)", GlyphCNNLike, x, labels, steps, warmup, clock
+    )
+    log(f"  training {device} GlyphCNNLike: overhead ratio {row['ratio']:.3f}")
     out.append(row)
     size = 224 if device == "cuda" else resnet_cpu_size
     if size > 0:

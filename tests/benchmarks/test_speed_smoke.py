@@ -92,10 +92,12 @@ class TestSmokeRun:
 
     def test_training_overhead_rows(self, smoke):
         _, report = smoke
-        mlp, resnet = [t for t in report["training"] if t["threads"] == 1]
+        mlp, glyph, resnet = [t for t in report["training"] if t["threads"] == 1]
         assert mlp["model"].startswith("DigitsMLP") and mlp["batch"] == 128
-        for arm in ("without", "plumbing", "with"):  # measured; no timing asserted
-            assert math.isfinite(mlp[f"{arm}_median_s"]) and mlp[f"{arm}_median_s"] > 0
+        assert glyph["model"].startswith("GlyphCNNLike") and glyph["input"] == [3, 32, 32]
+        for row in (mlp, glyph):
+            for arm in ("without", "plumbing", "with"):  # measured; no timing asserted
+                assert math.isfinite(row[f"{arm}_median_s"]) and row[f"{arm}_median_s"] > 0
         if not torch.cuda.is_available():
             assert "skipped" in resnet
 
@@ -337,3 +339,17 @@ class TestCommandLine:
             speed.main(["--smoke", "--out", str(file / "speed")])
         assert exc.value.code == 2
         assert f"{str(file)!r} exists and is not a directory" in capsys.readouterr().err
+
+
+def test_the_glyph_network_has_the_harness_models_shape():
+    """The speed benchmark rebuilds the glyph benchmark's default network instead of importing
+    the harness; it must stay the same network (parameter count and output size)."""
+    from benchmarks.harness.models import ModelOptions, build_model
+
+    options = ModelOptions(name="glyph_cnn_small", embedding_size=64)
+    trunk, embedder = build_model(options, (3, 32, 32))
+    ours = speed.GlyphCNNLike()
+    count = sum(p.numel() for m in (trunk, embedder) for p in m.parameters())
+    assert sum(p.numel() for p in ours.parameters()) == count
+    x = torch.randn(4, 3, 32, 32)
+    assert ours(x).shape == embedder(trunk(x)).shape == (4, 64)
