@@ -118,7 +118,7 @@ def plot(effects: list[dict], metric: str, label: str, path: str) -> bool:
 
     protocols = list(dict.fromkeys(e["protocol"] for e in rows))
     height = max(2.2, 0.42 * max(sum(e["protocol"] == p for e in rows) for p in protocols) + 1.2)
-    fig, axes = plt.subplots(1, len(protocols), figsize=(5.2 * len(protocols), height),
+    fig, axes = plt.subplots(1, len(protocols), figsize=(7.5 * len(protocols), height),
                              squeeze=False)
     for ax, protocol in zip(axes[0], protocols):
         sub = [e for e in rows if e["protocol"] == protocol]
@@ -135,6 +135,6 @@ def plot(effects: list[dict], metric: str, label: str, path: str) -> bool:
         ax.set_title(protocol)
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata={"Software": None})  # same bytes on re-runs
+    fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})  # same bytes
     plt.close(fig)
     return True
