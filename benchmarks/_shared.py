@@ -50,6 +50,14 @@ def atomic_write_json(path: str, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def save_figure(fig, path: str, **kwargs) -> None:
+    """A matplotlib figure as PNG, atomically and with no software stamp (a re-run writes the
+    same bytes); ``kwargs`` go to ``savefig`` (e.g. ``bbox_inches="tight"``)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None}, **kwargs)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def atomic_torch_save(path: str, obj: Any, previous: str | None = None) -> None:
     """``torch.save`` atomically; with ``previous``, the file that was at ``path`` is kept there
     (renamed, so at every moment ``path`` or ``previous`` holds a complete file)."""

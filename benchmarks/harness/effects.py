@@ -135,6 +135,8 @@ def plot(effects: list[dict], metric: str, label: str, path: str) -> bool:
         ax.set_title(protocol)
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})  # same bytes
+    from .._shared import save_figure
+
+    save_figure(fig, path, bbox_inches="tight")
     plt.close(fig)
     return True

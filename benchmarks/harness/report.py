@@ -106,6 +106,9 @@ def tuned_section(tuning: dict | None) -> str:
         f"folds of the training classes of `{tuning.get('protocol')}` per method; objective: "
         "mean validation MAP@R; test classes never seen while tuning)",
         "",
+        "Each method's test cells were trained with its chosen settings (the rest as in the "
+        "config; `results.json`: `metadata.tuning.best`).",
+        "",
         "| method | validation MAP@R | best trial | settings |",
         "|---|---:|---:|---|",
     ]
@@ -284,11 +287,7 @@ def plot(
 
 
 def _save_fig(fig, path: str) -> None:
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
-    _io.atomic_write_bytes(path, buf.getvalue())
+    _io.save_figure(fig, path)
 
 
 def build_report(run_dir: str, run_info: dict, make_plots: bool = True) -> str:

@@ -14,9 +14,11 @@ Two steps, both resumable (a killed run restarted with the same command goes on)
    every protocol over the config's seeds, then tested, as ``python -m benchmarks`` does; the
    table (``table.md``) and ``results.json`` carry the chosen settings and the budget.
 
-Methods without ``search`` (and the floor row) are refused unless ``--allow-untuned`` keeps
-them at their config settings (they are then marked "untuned" in the table); a method with a
-search space but no runnable class is skipped as in the plain harness.
+A learned method without a search space is refused unless ``--allow-untuned`` keeps it at its
+config settings (marked "untuned" in the table); the floor row is never tuned. Searchable keys
+are those of ``training.*`` and ``model.*`` (and the method's ``loss.*`` / ``miner.*``): the
+data and the device are built once per run. ``results.json``'s ``metadata.config`` is the base
+config; each method's chosen settings are in ``metadata.tuning.best``.
 """
 
 from __future__ import annotations
@@ -56,9 +58,9 @@ def parse_args(argv) -> tuple[argparse.Namespace, argparse.Namespace]:
     )
     p.add_argument("--trials", type=_shared_positive_int, help="trials per method (default 30)")
     p.add_argument("--folds", type=_shared_positive_int, help="validation folds (default 4)")
-    p.add_argument("--fold-seed", type=int, default=0, help="seed of the class folds")
-    p.add_argument("--search-seed", type=int, default=0, help="seed of the TPE sampler")
-    p.add_argument("--tune-seed", type=int, default=0, help="training seed inside a fold")
+    p.add_argument("--fold-seed", type=_seed, default=0, help="seed of the class folds")
+    p.add_argument("--search-seed", type=_seed, default=0, help="seed of the TPE sampler")
+    p.add_argument("--tune-seed", type=_seed, default=0, help="training seed inside a fold")
     p.add_argument(
         "--tune-protocol", help="protocol whose training classes are folded (default: first)"
     )
@@ -75,6 +77,12 @@ def parse_args(argv) -> tuple[argparse.Namespace, argparse.Namespace]:
         p.print_help()
         raise SystemExit(0)
     args = cli.parse_args(rest)
+    for flag in ("list_methods", "help_config", "report_only"):
+        if getattr(args, flag):
+            raise ValueError(
+                f"tune: --{flag.replace('_', '-')} is an option of `python -m benchmarks`, not of "
+                "the search (run it without `tune`)"
+            )
     if args.smoke:
         own.trials = own.trials or 2
         own.folds = own.folds or 2
@@ -85,6 +93,13 @@ def parse_args(argv) -> tuple[argparse.Namespace, argparse.Namespace]:
 
 def _shared_positive_int(text: str) -> int:
     return int(_io.positive_int(text))
+
+
+def _seed(text: str) -> int:
+    value = int(_io.non_negative_int(text))
+    if value >= 2**32:
+        raise argparse.ArgumentTypeError(f"expected a seed in [0, 2**32), got {text!r}")
+    return value
 
 
 # ----------------------------------------------------------------------------- fold data
@@ -147,12 +162,16 @@ def fold_protocols(data: ProtocolData, k: int, seed: int) -> list[ProtocolData]:
 # ----------------------------------------------------------------------------- search
 
 
+#: Config sections a search may change: what a cell is trained with. The data, the device and
+#: the folds are built once per run, so a key elsewhere would be searched without effect.
+SEARCHABLE = ("training", "model")
+
+
 def config_key_exists(cfg: config_mod.Config):
     tree = cfg.to_dict()
 
     def exists(key: str) -> bool:
-        head = key.split(".", 1)[0]
-        return head not in ("methods", "seeds", "name") and tuning._has_path(tree, key)
+        return key.split(".", 1)[0] in SEARCHABLE and tuning._has_path(tree, key)
 
     return exists
 
@@ -205,18 +224,41 @@ def search_method(cfg, method, space, folds, own, tune_dir, device, bar) -> dict
         bar.set_postfix_str(f"{method.name} trial {number} {value:.3f} (best {best:.3f})")
         return value
 
-    storage = tuning.study_storage(os.path.join(tune_dir, "study.sqlite3"))
-    study = tuning.run_search(storage, method.name, space, own.trials, own.search_seed, objective)
-    best = study.best_trial
+    study = open_and_search(tune_dir, method.name, space, own, objective)
+    done = tuning.completed_trials(study)
+    index = max(range(len(done)), key=lambda i: done[i].value)  # the first of equal bests
     return {
-        "params": dict(best.params),
-        "value": float(best.value),
-        "best_trial": best.number,
+        "params": dict(done[index].params),
+        "value": float(done[index].value),
+        "best_trial": index,
         "trials": own.trials,
         "folds": own.folds,
         "space": [p.describe() for p in space],
-        "curve": [t.value for t in sorted(study.get_trials(), key=lambda t: t.number)],
+        "curve": [t.value for t in done],
     }
+
+
+def open_and_search(tune_dir: str, name: str, space, own, objective):
+    """The search on the study in ``tune_dir``; a damaged study file is named, moved aside and
+    rebuilt (its trials are asked again with the same seeds, and their folds, committed as
+    cells, are read back instead of trained)."""
+    path = os.path.join(tune_dir, "study.sqlite3")
+    for attempt in (0, 1):
+        try:
+            storage = tuning.study_storage(path)
+            return tuning.run_search(storage, name, space, own.trials, own.search_seed, objective)
+        except Exception as e:  # sqlalchemy's DatabaseError, optuna's StorageInternalError
+            if attempt or not _is_damaged_db(e):
+                raise
+            moved = _io.move_aside(path)
+            print(f"[benchmarks tune] damaged study {path} ({type(e).__name__}); moved aside to "
+                  f"{moved}, rebuilt from the committed folds", file=sys.stderr)
+    raise AssertionError("unreachable")
+
+
+def _is_damaged_db(e: Exception) -> bool:
+    names = {type(x).__name__ for x in (e, e.__cause__, e.__context__) if x is not None}
+    return bool(names & {"DatabaseError", "StorageInternalError"})
 
 
 # ----------------------------------------------------------------------------- main
@@ -255,11 +297,11 @@ def main(argv=None) -> int:
     folds = fold_protocols(plan.protocols[name], own.folds, own.fold_seed)
     for m in plan.methods:  # a bad value in a space's range shows now, not after hours
         for p in spaces.get(m.name, []):
-            probe = p.choices[0] if p.kind == "categorical" else p.low
-            try:
-                apply(cfg, m, {p.key: probe})
-            except ValueError as e:
-                raise ValueError(f"method {m.name!r}: search.{p.key}: {e}") from e
+            for probe in p.choices if p.kind == "categorical" else (p.low, p.high):
+                try:
+                    apply(cfg, m, {p.key: probe})
+                except ValueError as e:
+                    raise ValueError(f"method {m.name!r}: search.{p.key}={probe!r}: {e}") from e
 
     run_dir = args.output or os.path.join(cli.RESULTS_ROOT, cfg.name + "-tuned")
     progress = args.progress or ("all" if sys.stderr.isatty() else "cells")
@@ -319,7 +361,8 @@ def tuning_summary(best: dict, untuned: list[str], own, protocol: str) -> dict:
         "fold_seed": own.fold_seed,
         "search_seed": own.search_seed,
         "tune_seed": own.tune_seed,
-        "sampler": "optuna TPESampler, re-seeded per trial",
+        "sampler": "optuna TPESampler re-seeded per trial; its first "
+        f"{min(10, own.trials)} trials are random start-up draws",
     }
 
 

@@ -20,10 +20,12 @@ path of the run's config (``training.*``, ``model.*``). Distributions: ``uniform
 
 Search: Optuna's TPE sampler (Bergstra et al., NeurIPS 2011), its study in the run folder
 (SQLite). The sampler is re-created for each trial with the seed ``hash(seed, method, trial
-number)``, and trials run one after another, so trial n depends only on trials 0..n-1: a
+index)``, and trials run one after another, so trial n depends only on trials 0..n-1: a
 search killed at any point and restarted with the same command asks the same trials. A trial
 left RUNNING by a killed process is finished on restart with its stored parameters (its folds
-that finished are read back from their result files), so no trial is lost or repeated.
+that finished are read back from their result files), so no trial is lost or repeated. TPE
+draws its first 10 trials at random (Optuna's ``n_startup_trials``): a budget of ≤ 10 trials is
+a seeded random search.
 """
 
 from __future__ import annotations
@@ -205,6 +207,15 @@ def study_storage(path: str):
     )
 
 
+def completed_trials(study) -> list:
+    """The study's finished trials in the order they ran (a trial's index in this list is the
+    number the search, its records and its folders use)."""
+    from optuna.trial import TrialState
+
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return sorted(done, key=lambda t: t.number)
+
+
 def run_search(
     storage,
     method_name: str,
@@ -212,12 +223,14 @@ def run_search(
     n_trials: int,
     seed: int,
     objective: Callable[[int, dict[str, Any]], float],
-    on_trial: Callable[[int, dict[str, Any], float], None] | None = None,
 ) -> Any:
     """Run (or finish) ``n_trials`` trials of ``method_name``'s study; return the study.
 
-    ``objective(trial_number, params)`` returns the value to maximise (mean validation MAP@R).
-    Trials left RUNNING by a killed process are finished first, with their stored parameters.
+    ``objective(index, params)`` returns the value to maximise (mean validation MAP@R); ``index``
+    counts the finished trials before this one. A trial left RUNNING by a killed process is
+    finished first with its stored parameters; one killed inside ``study.ask`` (before all its
+    parameters were stored) is marked FAIL — TPE ignores failed trials, and the sampler of trial
+    ``index`` is seeded by ``index``, so the same trial is asked again.
     """
     import optuna
     from optuna.trial import TrialState
@@ -228,23 +241,16 @@ def run_search(
     )
     dists = {p.key: p.distribution() for p in space}
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        value = objective(t.number, dict(t.params))
+        if set(t.params) != set(dists):
+            study.tell(t.number, state=TrialState.FAIL)
+            continue
+        value = objective(len(completed_trials(study)), dict(t.params))
         study.tell(t.number, value)
-        if on_trial:
-            on_trial(t.number, dict(t.params), value)
-    while len(study.get_trials(deepcopy=False)) < n_trials:
-        number = len(study.get_trials(deepcopy=False))
-        study.sampler = optuna.samplers.TPESampler(seed=trial_seed(seed, method_name, number))
+    while (index := len(completed_trials(study))) < n_trials:
+        study.sampler = optuna.samplers.TPESampler(seed=trial_seed(seed, method_name, index))
         trial = study.ask(dists)
-        if trial.number != number:
-            raise RuntimeError(
-                f"study {method_name!r}: expected trial {number}, got {trial.number}; is another "
-                "process tuning the same run folder?"
-            )
-        value = objective(trial.number, dict(trial.params))
+        value = objective(index, dict(trial.params))
         study.tell(trial, value)
-        if on_trial:
-            on_trial(trial.number, dict(trial.params), value)
     return study
 
 
@@ -274,5 +280,7 @@ def plot_best_so_far(curves: dict[str, list[float]], path: str, title: str) -> N
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata={"Software": None})  # same bytes on re-runs
+    from .._shared import save_figure
+
+    save_figure(fig, path)
     plt.close(fig)

@@ -506,8 +506,8 @@ def training_overhead(
 
 
 def DigitsMLP(in_dim: int = 64, hidden: int = 256, embedding_size: int = 64) -> torch.nn.Module:
-    """The digits harness's network shape (64 → 256 → 256 → 64), rebuilt here so that the speed
-    benchmark imports nothing from the harness."""
+    """The plain digits MLP of the harness (``digits_mlp``: 64 → 256 → 256 → 64), rebuilt here so
+    that the speed benchmark imports nothing from the harness."""
     return torch.nn.Sequential(
         torch.nn.Linear(in_dim, hidden),
         torch.nn.ReLU(),

@@ -70,7 +70,9 @@ def check_labels(labels: object, batch_size: int, name: str = "labels") -> None:
 
 
 def _is_bool(value: object) -> bool:
-    return isinstance(value, bool) or type(value).__name__ == "bool_"  # numpy's bool too
+    import numpy as np
+
+    return isinstance(value, (bool, np.bool_))  # numpy's bool too (NumPy 2 names it "bool")
 
 
 def _finite(value: numbers.Real) -> bool:

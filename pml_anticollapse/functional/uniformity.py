@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ._checks import check_embeddings, check_finite, check_flag, check_positive
+from ._checks import check_embeddings, check_finite, check_flag, check_positive, rescale_rows
 from .coding_rate import working_dtype
 
 __all__ = ["pairwise_sq_distances", "spread_rows", "uniformity"]
@@ -39,6 +39,9 @@ def spread_rows(z: torch.Tensor, normalize: bool, check: bool) -> torch.Tensor:
         check_finite(z, "z")
     x = z.to(working_dtype(z.dtype))  # z itself when it is float32/64
     if check_flag(normalize, "normalize"):
+        # a power of two per row first (exact): rows of 1e-30 or 1e30 keep their direction
+        # instead of falling under the 1e-12 clamp or overflowing in the norm
+        x = rescale_rows(x)
         x = x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(_NORM_EPS)
     return x
 

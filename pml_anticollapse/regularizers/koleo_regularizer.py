@@ -36,7 +36,11 @@ class KoLeoRegularizer(BaseRegularizer):
 
     Distributed: the term is computed on the rows it is handed — the global batch inside PML's
     ``DistributedLossWrapper(efficient=False)``, this rank's rows otherwise (no gathering of
-    its own, unlike ``CodingRateRegularizer``).
+    its own, unlike ``CodingRateRegularizer``). As a ``weight_regularizer`` inside that wrapper
+    the proxies are replicated on every rank and PML multiplies the loss by the world size, so
+    the proxies' gradient from this term is world-size times the single-process one (the
+    coding-rate classes undo that; these do not): divide ``weight_reg_weight`` by the world
+    size there.
 
     Reference: Sablayrolles et al., ICLR 2019, arXiv 1806.03198.
     """

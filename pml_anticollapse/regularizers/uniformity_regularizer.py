@@ -32,7 +32,11 @@ class UniformityRegularizer(BaseRegularizer):
 
     Distributed: the term is computed on the rows it is handed — the global batch inside PML's
     ``DistributedLossWrapper(efficient=False)``, this rank's rows otherwise (no gathering of
-    its own, unlike ``CodingRateRegularizer``).
+    its own, unlike ``CodingRateRegularizer``). As a ``weight_regularizer`` inside that wrapper
+    the proxies are replicated on every rank and PML multiplies the loss by the world size, so
+    the proxies' gradient from this term is world-size times the single-process one (the
+    coding-rate classes undo that; these do not): divide ``weight_reg_weight`` by the world
+    size there.
 
     Reference: Wang & Isola, ICML 2020, arXiv 2005.10242.
     """

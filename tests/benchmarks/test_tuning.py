@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
+import torch
 
 from benchmarks.harness import tuning
 
@@ -123,7 +125,7 @@ SPACE = [
 
 class TestResumableSearch:
     def _trials(self, study):
-        return [(t.number, t.params, t.value) for t in study.get_trials()]
+        return [(t.params, t.value) for t in tuning.completed_trials(study)]
 
     def test_killed_search_resumes_with_the_same_trials(self, tmp_path):
         ref_calls = []
@@ -148,7 +150,29 @@ class TestResumableSearch:
         )
         assert self._trials(resumed) == self._trials(ref)
         assert [n for n, _ in calls] == list(range(14))  # no trial lost, none repeated
-        assert len({tuple(p.items()) for _, p, _ in self._trials(ref)}) == 14
+        assert len({tuple(p.items()) for p, _ in self._trials(ref)}) == 14
+
+    def test_a_trial_killed_inside_ask_is_asked_again(self, tmp_path):
+        """A process killed inside ``study.ask`` leaves a RUNNING trial without (all) its
+        parameters: it is failed and the same trial asked again, not trained at defaults."""
+        import optuna
+
+        ref = tuning.run_search(
+            tuning.study_storage(str(tmp_path / "ref.sqlite3")), "m", SPACE, 12, 0, _objective([])
+        )
+        storage = tuning.study_storage(str(tmp_path / "k.sqlite3"))
+        calls = []
+        tuning.run_search(storage, "m", SPACE, 11, 0, _objective(calls))  # 11 trials done
+        study = optuna.load_study(study_name="m", storage=storage)
+        half = study.ask()  # a 12th trial, RUNNING with one of its two parameters stored
+        half.suggest_float("training.lr_trunk", 1e-5, 1e-1, log=True)
+        resumed = tuning.run_search(storage, "m", SPACE, 12, 0, _objective(calls))
+        done = tuning.completed_trials(resumed)
+        assert [(t.params, t.value) for t in done] == [
+            (t.params, t.value) for t in tuning.completed_trials(ref)
+        ]
+        assert [n for n, _ in calls] == list(range(12))
+        assert all(len(p) == 2 for _, p in calls)  # never trained with missing settings
 
     def test_other_seed_other_trials(self, tmp_path):
         a = tuning.run_search(
@@ -173,3 +197,82 @@ def test_best_so_far_is_a_running_maximum():
     assert tuning.best_so_far([0.1, float("nan"), 0.05, 0.3, 0.2]) == [0.1, 0.1, 0.1, 0.3, 0.3]
     out = tuning.best_so_far([float("nan"), 0.2])
     assert math.isnan(out[0]) and out[1] == 0.2
+
+
+class TestFoldData:
+    def test_folds_hold_training_images_only_with_remapped_labels(self):
+        from benchmarks.harness import config, datasets, tune
+
+        cfg = config.load_config(config.DIGITS_CONFIG)
+        data = datasets.build(cfg.dataset)["zero_shot"]  # train digits 0-4, test 5-9
+        train_x = data.train.x
+        for fold in tune.fold_protocols(data, 4, seed=0):
+            fit, val = fold.provenance["fold"]["fit"], fold.provenance["fold"]["validate"]
+            assert set(fit) | set(val) <= {0, 1, 2, 3, 4} and not set(fit) & set(val)
+            # every fold image is a training image (none of digits 5-9), by content
+            for ds in (fold.train, fold.query):
+                idx = ds.indices
+                assert torch.equal(torch.stack([ds[i][0] for i in range(len(ds))]), train_x[idx])
+            assert sorted(set(fold.train.labels.tolist())) == list(range(len(fit)))
+            assert set(fold.query.labels.tolist()) == set(val)
+            assert fold.num_train_classes == len(fit) and fold.reference is None
+
+
+class TestTuneCommandLine:
+    def _cfg(self, tmp_path, search):
+        import yaml
+
+        p = tmp_path / "cfg.yaml"
+        p.write_text(yaml.safe_dump({
+            "name": "t",
+            "seeds": [0],
+            "training": {"epochs": 1, "iterations_per_epoch": 2, "batch_size": 20,
+                         "m_per_class": 4},
+            "methods": [
+                {"name": "floor", "no_learning": True},
+                {"name": "triplet", "loss": {"class": "TripletMarginLoss",
+                                             "args": {"margin": 0.2}},
+                 "search": search},
+            ],
+        }))
+        return p
+
+    @pytest.mark.parametrize(
+        "search, message",
+        [
+            ({"training.lr_trunc": {"loguniform": [1e-4, 1e-3]}}, "unknown key"),
+            ({"dataset.split_seed": {"int": [0, 3]}}, "unknown key 'dataset.split_seed'"),
+            ({"loss.args.margin": {"uniform": [0.5, 0.1]}}, "lower 0.5 > upper 0.1"),
+            ({"loss.args.margin": {"beta": [0.1, 0.5]}}, "unknown distribution 'beta'"),
+            ({"training.m_per_class": {"int": [4, 7]}}, "search.training.m_per_class=7"),
+        ],
+    )
+    def test_a_bad_space_is_an_error_before_anything_runs(self, tmp_path, search, message):
+        from benchmarks.harness import tune
+
+        out = tmp_path / "run"
+        with pytest.raises(ValueError, match=re.escape(message)):
+            tune.main(["--config", str(self._cfg(tmp_path, search)), "--output", str(out),
+                       "--trials", "2", "--folds", "2", "--progress", "none"])
+        assert not out.exists()
+
+    def test_smoke_search_through_the_cli(self, tmp_path):
+        import json
+
+        from tests.benchmarks._util import run_cli
+
+        out = tmp_path / "run"
+        cfg = self._cfg(tmp_path, {"loss.args.margin": {"uniform": [0.05, 0.5]}})
+        proc = run_cli("tune", "--config", str(cfg), "--output", str(out), "--trials", "2",
+                       "--folds", "2", "--progress", "none", "--no-plots")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        results = json.loads((out / "results.json").read_text())
+        best = results["metadata"]["tuning"]["best"]["triplet"]
+        trials = json.loads((out / "tuning" / "triplet" / "trials.json").read_text())
+        assert len(trials) == 2 and best["value"] == max(t["value"] for t in trials.values())
+        table = (out / "table.md").read_text()
+        assert "Chosen settings (2 trials x 2 class-disjoint folds" in table
+        # no test class was used: the folds hold the protocol's training digits only
+        folds = json.loads((out / "tuning" / "folds.json").read_text())
+        for name in ("fold0", "fold1"):
+            assert set(folds[name]["fit"]) | set(folds[name]["validate"]) <= {0, 1, 2, 3, 4}

@@ -94,7 +94,8 @@ class TestFastPathAgainstReference:
 
 class TestRowScaling:
     """With normalize=True only the directions count: rows scaled by anything from 1e-150 to
-    1e150 (float64) give the same diagnostics and the same Ranked List Loss."""
+    1e150 (float64) give the same diagnostics, coding rate, spreading terms and Ranked List
+    Loss."""
 
     @given(batch=spread_batch(min_rows=3), exponents=st.lists(st.integers(-150, 150),
                                                               min_size=8, max_size=8))
@@ -102,7 +103,8 @@ class TestRowScaling:
         z, labels, _ = batch
         factors = torch.tensor([10.0**e for e in exponents[: z.shape[0]]], dtype=torch.float64)
         x = z * factors[:, None]
-        for fn in (F.effective_rank, F.rho_spectrum, F.singular_value_spectrum):
+        for fn in (F.effective_rank, F.rho_spectrum, F.singular_value_spectrum, F.coding_rate,
+                   F.uniformity, F.mean_log_nn_distance):
             _close(fn(x), fn(z), rtol=1e-8, atol=1e-10)
         _close(F.intra_inter_distance_ratio(x, labels),
                F.intra_inter_distance_ratio(z, labels), rtol=1e-8, atol=1e-10)

@@ -270,6 +270,18 @@ class RealImageDataset(torch.utils.data.Dataset):
         img, raw = self.base[idx]
         return img, self._index[int(raw)]
 
+    def without_augmentation(self) -> RealImageDataset:
+        """The same images through the test transform (resize + centre crop, no random crop or
+        flip): the view validation folds carved from a training split retrieve on."""
+        import copy
+
+        size = getattr(self, "image_size", None)
+        if size is None:
+            raise ValueError("without_augmentation needs the dataset's image_size")
+        view = RealImageDataset(copy.copy(self.base), make_transform(size, False))
+        view.image_size = size
+        return view
+
 
 def build_real_dataset(
     name: str,
@@ -308,7 +320,7 @@ def build_real_dataset(
         raise ValueError(f"name must be one of {', '.join(DATASETS)}, got {name!r}")
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    transform = make_transform(image_size, train)
+    transform = make_transform(image_size, train)  # (its image_size is kept on the dataset)
     if root is None:
         raise _missing_root_error(name, "no data root given")
     root = os.fspath(root)
@@ -340,7 +352,9 @@ def build_real_dataset(
                 f"{len(absent)} of {len(base.paths)} image files listed in the metadata are "
                 f"missing under {root!r}, e.g.\n  {shown}\n",
             )
-    return RealImageDataset(base, transform)
+    dataset = RealImageDataset(base, transform)
+    dataset.image_size = image_size
+    return dataset
 
 
 # --------------------------------------------------------------------------- registry entries
