@@ -201,4 +201,11 @@ def _ranked_list_loss_parts(
         negatives = other & (d < alpha)
         loss_p = _masked_weighted_mean(d - pos_boundary, positives, Tp, detach_weights)
         loss_n = _masked_weighted_mean(alpha - d, negatives, Tn, detach_weights)
-        return (loss_p + lam * loss_n).to(out_dtype), positives, negatives
+        loss = (loss_p + lam * loss_n).to(out_dtype)
+        if check and not normalize and not bool(torch.isfinite(loss).all()):
+            raise ValueError(
+                f"the loss overflows {out_dtype} (unnormalised distances up to "
+                f"{float(d.detach().max()):g}): rescale the embeddings, pass float64 or use "
+                "normalize=True"
+            )
+        return loss, positives, negatives

@@ -4,6 +4,7 @@ that cannot be written is an error before training."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -75,14 +76,18 @@ class TestLock:
             while not (out / "cells" / "zs" / "no_learning").exists():
                 assert first.poll() is None and time.time() - t0 < 120, "first run did not start"
                 time.sleep(0.05)
-            before = _listing(out)
+            sessions = json.loads((out / "run.json").read_text())["sessions"]
             second = run_cli(*_args(cfg, out))
             assert first.poll() is None  # still running: the refusal came while it held the lock
             assert second.returncode == 1
             assert "Traceback" not in second.stderr
             assert f"python -m benchmarks: error: run folder '{out}' is in use by PID " \
                 f"{first.pid} (" in second.stderr
-            assert _listing(out) == before  # the second wrote nothing
+            # the second wrote nothing: no session of its own, no half-written file (the first
+            # goes on writing its cells meanwhile, so the folder's listing is no measure)
+            after = json.loads((out / "run.json").read_text())["sessions"]
+            assert [x["started_utc"] for x in after] == [x["started_utc"] for x in sessions]
+            assert len(after) == 1
         finally:
             first.send_signal(signal.SIGKILL)
             first.wait(timeout=30)

@@ -295,10 +295,13 @@ class TestInterrupt:
         out = tmp_path / "run"
         args = [*_args(runs["cfg"], out), "--fresh"]
         ckpt = os.path.join(out, "work", "zs", "triplet+coding_rate", "seed0", "ckpt.pt")
-        p = subprocess.Popen(cli_command_with_checkpoint_delay(0.4, *args), cwd=REPO,
+        # 2 s before every checkpoint: the run is still going when the signal comes, however
+        # slow or fast the machine (after the first checkpoint, several epochs remain)
+        p = subprocess.Popen(cli_command_with_checkpoint_delay(2.0, *args), cwd=REPO,
                              env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                              text=True)
         assert _wait_for(lambda: os.path.exists(ckpt), p), "no checkpoint appeared"
+        assert p.poll() is None, "the run ended before the signal"
         p.send_signal(sig)
         _, err = p.communicate(timeout=60)
         assert p.returncode == status, err[-3000:]
