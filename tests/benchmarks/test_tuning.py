@@ -276,3 +276,46 @@ class TestTuneCommandLine:
         folds = json.loads((out / "tuning" / "folds.json").read_text())
         for name in ("fold0", "fold1"):
             assert set(folds[name]["fit"]) | set(folds[name]["validate"]) <= {0, 1, 2, 3, 4}
+
+
+class TestTuneKilledAndResumed:
+    def test_sigkill_mid_search_then_resume_gives_the_uninterrupted_trials(self, tmp_path):
+        """SIGKILL a real `python -m benchmarks tune` once its second trial's first fold has
+        been committed, restart it with the same command: the trials (settings and fold values)
+        equal those of an uninterrupted run, none lost or repeated."""
+        import json
+        import signal
+        import subprocess
+        import time
+
+        from tests.benchmarks._util import REPO, cli_command, cli_env, run_cli
+
+        cfg = TestTuneCommandLine()._cfg(tmp_path, {"loss.args.margin": {"uniform": [0.05, 0.5]}})
+
+        def args(out):
+            return ["tune", "--config", str(cfg), "--output", str(out), "--trials", "3",
+                    "--folds", "2", "--progress", "none", "--no-plots", "--search-only"]
+
+        ref = run_cli(*args(tmp_path / "ref"))
+        assert ref.returncode == 0, ref.stderr[-2000:]
+        killed = tmp_path / "killed"
+        p = subprocess.Popen(cli_command(*args(killed)), cwd=REPO, env=cli_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        marker = killed / "tuning" / "triplet" / "trial001" / "cells" / "fold0"
+        t0 = time.time()
+        while not marker.exists() and p.poll() is None and time.time() - t0 < 120:
+            time.sleep(0.01)
+        assert p.poll() is None, "the search ended before it could be killed"
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=30)
+        again = run_cli(*args(killed))
+        assert again.returncode == 0, again.stderr[-2000:]
+
+        def trials(out):
+            return json.loads((out / "tuning" / "triplet" / "trials.json").read_text())
+
+        a, b = trials(tmp_path / "ref"), trials(killed)
+        assert sorted(a) == sorted(b) == ["0", "1", "2"]
+        for k in a:
+            assert a[k]["params"] == b[k]["params"]
+            assert a[k]["fold_map_at_r"] == b[k]["fold_map_at_r"]
