@@ -204,8 +204,8 @@ def _ranked_list_loss_parts(
         loss = (loss_p + lam * loss_n).to(out_dtype)
         if check and not normalize and not bool(torch.isfinite(loss).all()):
             raise ValueError(
-                f"the loss overflows {out_dtype} (unnormalised distances up to "
-                f"{float(d.detach().max()):g}): rescale the embeddings, pass float64 or use "
-                "normalize=True"
+                f"embeddings too large for {out_dtype}: the loss overflows it (unnormalised "
+                f"distances up to {float(d.detach().max()):g}); rescale the embeddings, pass "
+                "float64 or use normalize=True"
             )
         return loss, positives, negatives

@@ -297,9 +297,12 @@ class TestInterrupt:
         ckpt = os.path.join(out, "work", "zs", "triplet+coding_rate", "seed0", "ckpt.pt")
         # 2 s before every checkpoint: the run is still going when the signal comes, however
         # slow or fast the machine (after the first checkpoint, several epochs remain)
+        # SIGINT back to its default in the child: a test session started in the background
+        # (`cmd &`, as CI may do) ignores SIGINT, and Python then installs no Ctrl-C handler
         p = subprocess.Popen(cli_command_with_checkpoint_delay(2.0, *args), cwd=REPO,
                              env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             text=True)
+                             text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         assert _wait_for(lambda: os.path.exists(ckpt), p), "no checkpoint appeared"
         assert p.poll() is None, "the run ended before the signal"
         p.send_signal(sig)
