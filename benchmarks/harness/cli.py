@@ -423,18 +423,23 @@ class RunLog:
         _io.atomic_write_json(self.path, self.info)
 
 
-def run_cells(plan: Plan, run_dir: str, log: RunLog, progress: str) -> None:
+def run_cells(
+    plan: Plan, run_dir: str, log: RunLog, progress: str, settings: dict | None = None
+) -> None:
+    """Run (or read back) every cell of the plan; ``settings`` maps a method's name to the
+    (config, method) it trains with when that differs from the plan's (the tuning step's chosen
+    settings)."""
     import tqdm
 
-    by_name = {m.name: m for m in plan.methods}
+    settings = settings or {}
+    by_name = {m.name: settings.get(m.name, (plan.cfg, m)) for m in plan.methods}
     bar = tqdm.tqdm(plan.cells, desc="cells", disable=progress == "none", dynamic_ncols=True)
     for protocol, name, seed in bar:
         key = f"{protocol}/{name}/seed{seed}"
         bar.set_postfix_str(key)
         done = train.is_committed(run_dir, protocol, name, seed)
-        res = train.run_cell(
-            plan.cfg, run_dir, plan.protocols[protocol], by_name[name], seed, plan.device
-        )
+        cfg, method = by_name[name]
+        res = train.run_cell(cfg, run_dir, plan.protocols[protocol], method, seed, plan.device)
         bar.set_postfix_str(f"{key} MAP@R={res['metrics']['mean_average_precision_at_r']:.3f}")
         if not done:
             log.cell_done(key)

@@ -368,24 +368,13 @@ def tuning_summary(best: dict, untuned: list[str], own, protocol: str) -> dict:
 
 def test_step(cfg, plan, best, summary, run_dir, argv, progress, args) -> int:
     """Train every method with its best settings over the seeds and write the test table."""
-    import tqdm
-
     argv_shown = sys.argv[1:] if argv is None else argv
     command = " ".join(["python -m benchmarks tune", *(shlex.quote(a) for a in argv_shown)])
     log = cli.RunLog(run_dir, plan, command)
     log.info["tuning"] = summary
     log.write()
-    tuned = {}
-    for m in plan.methods:
-        tuned[m.name] = apply(cfg, m, best[m.name]["params"]) if m.name in best else (cfg, m)
-    bar = tqdm.tqdm(plan.cells, desc="test cells", disable=progress == "none", dynamic_ncols=True)
-    for protocol, name, seed in bar:
-        key = f"{protocol}/{name}/seed{seed}"
-        done = train.is_committed(run_dir, protocol, name, seed)
-        cfg_m, method_m = tuned[name]
-        train.run_cell(cfg_m, run_dir, plan.protocols[protocol], method_m, seed, plan.device)
-        if not done:
-            log.cell_done(key)
+    tuned = {m.name: apply(cfg, m, best[m.name]["params"]) for m in plan.methods if m.name in best}
+    cli.run_cells(plan, run_dir, log, progress, settings=tuned)
     log.close()
     text = report.build_report(run_dir, log.info, make_plots=not args.no_plots)
     print(text)

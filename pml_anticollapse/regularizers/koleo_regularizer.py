@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from pytorch_metric_learning.regularizers import BaseRegularizer
-
 from .. import functional as F
-from .._pml2.stats import declare_stats, record_stats
-from ..functional._checks import check_flag, check_optional_flag, resolve_check
 from ..functional.koleo import check_eps
+from ._spreading import SpreadingRegularizer
 
 
-class KoLeoRegularizer(BaseRegularizer):
+class KoLeoRegularizer(SpreadingRegularizer):
     """Minimises L_koleo(X) = −(1/n)·Σ_i log(ρ_i + ε) = −S(X), ρ_i the distance from row i of X
     to its nearest other row.
 
@@ -47,15 +44,13 @@ class KoLeoRegularizer(BaseRegularizer):
 
     def __init__(self, eps: float = 1e-8, *, normalize: bool = True, check: bool | None = None,
                  **kwargs):
-        super().__init__(**kwargs)
-        self.eps = check_eps(eps)
-        self.normalize = check_flag(normalize, "normalize")
-        self.check = check_optional_flag(check, "check")
-        declare_stats(self, "mean_log_nn_distance")
+        eps = check_eps(eps)
+        super().__init__(normalize=normalize, check=check, **kwargs)
+        self.eps = eps
 
-    def compute_loss(self, x):
-        value = F.mean_log_nn_distance(
-            x, self.eps, normalize=self.normalize, check=resolve_check(self.check, x)
+    stat_name = "mean_log_nn_distance"
+
+    def value(self, x):
+        return F.mean_log_nn_distance(
+            x, self.eps, normalize=self.normalize, check=self._check_for(x)
         )
-        record_stats(self, mean_log_nn_distance=value)
-        return {"loss": {"losses": -value, "indices": None, "reduction_type": "already_reduced"}}

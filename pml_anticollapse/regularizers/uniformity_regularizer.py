@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from pytorch_metric_learning.regularizers import BaseRegularizer
-
 from .. import functional as F
-from .._pml2.stats import declare_stats, record_stats
-from ..functional._checks import check_flag, check_optional_flag, check_positive, resolve_check
+from ..functional._checks import check_positive
+from ._spreading import SpreadingRegularizer
 
 
-class UniformityRegularizer(BaseRegularizer):
+class UniformityRegularizer(SpreadingRegularizer):
     """Minimises L_uniform(X) = log mean_{i<j} exp(−t·‖x_i − x_j‖²) = −U(X) of the rows of X.
 
     U is :func:`pml_anticollapse.functional.uniformity` (≥ 0, higher = more spread out); see it
@@ -43,15 +41,11 @@ class UniformityRegularizer(BaseRegularizer):
 
     def __init__(self, t: float = 2.0, *, normalize: bool = True, check: bool | None = None,
                  **kwargs):
-        super().__init__(**kwargs)
-        self.t = check_positive(t, "t")
-        self.normalize = check_flag(normalize, "normalize")
-        self.check = check_optional_flag(check, "check")
-        declare_stats(self, "uniformity")
+        t = check_positive(t, "t")
+        super().__init__(normalize=normalize, check=check, **kwargs)
+        self.t = t
 
-    def compute_loss(self, x):
-        value = F.uniformity(
-            x, self.t, normalize=self.normalize, check=resolve_check(self.check, x)
-        )
-        record_stats(self, uniformity=value)
-        return {"loss": {"losses": -value, "indices": None, "reduction_type": "already_reduced"}}
+    stat_name = "uniformity"
+
+    def value(self, x):
+        return F.uniformity(x, self.t, normalize=self.normalize, check=self._check_for(x))
