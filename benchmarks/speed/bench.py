@@ -8,6 +8,7 @@ Run from the repository root::
     python -m benchmarks.speed --threads 1,2 --timer cpu,wall  # both configurations, one run
     python -m benchmarks.speed --ops-only --threads 1 --timer cpu  # the op-level table only
     python -m benchmarks.speed --compare A/speed.json B/speed.json  # two machines side by side
+    python -m benchmarks.speed --accuracy-sweep      # float32 against float64, spread → collapsed
 
 Three implementations of the same quantity, R(Z) = ½·logdet(I + d/(m·ε²)·ZZᵀ) of the
 L2-normalised rows of an (m, d) batch (ε² = 0.5), timed in the same run:
@@ -78,6 +79,7 @@ from torch.utils.benchmark import Timer
 
 import pml_anticollapse
 from pml_anticollapse.functional import coding_rate
+from pml_anticollapse.functional.coding_rate import _cholesky_ex, factor_order
 
 from .._shared import cpu_model, git_commit, non_negative_int, positive_float, positive_int
 
@@ -96,8 +98,8 @@ ACCURACY_RTOL = 1e-5
 # ----------------------------------------------------------------------------- implementations
 
 
-def _scale(m: int, d: int) -> float:
-    return d / (m * EPS_SQ)
+def _scale(m: int, d: int, eps_sq: float = EPS_SQ) -> float:
+    return d / (m * eps_sq)
 
 
 def rate_ours(z: torch.Tensor) -> torch.Tensor:
@@ -105,12 +107,12 @@ def rate_ours(z: torch.Tensor) -> torch.Tensor:
     return coding_rate(z, eps_sq=EPS_SQ)
 
 
-def rate_naive(z: torch.Tensor) -> torch.Tensor:
+def rate_naive(z: torch.Tensor, eps_sq: float = EPS_SQ) -> torch.Tensor:
     """½·logdet(I_d + a·ZᵀZ) of the d×d matrix through autograd (the anchor codes' formula)."""
     x = F.normalize(z, dim=-1)
     m, d = x.shape
     eye = torch.eye(d, dtype=z.dtype, device=z.device)
-    return 0.5 * torch.logdet(eye + _scale(m, d) * (x.T @ x))
+    return 0.5 * torch.logdet(eye + _scale(m, d, eps_sq) * (x.T @ x))
 
 
 def rate_cholesky_autograd(z: torch.Tensor) -> torch.Tensor:
@@ -130,7 +132,9 @@ RATE_FNS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
-def reference_rate_and_grad(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def reference_rate_and_grad(
+    z: torch.Tensor, eps_sq: float = EPS_SQ
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Float64 reference: ½·Σ log(1 + a·λ), λ the eigenvalues of the smaller Gram matrix of the
     normalised rows (``eigvalsh``, a different algorithm from all three timed ones), and its
     gradient by float64 autograd through ``eigvalsh``. ``z`` is used as given (already rounded)."""
@@ -139,7 +143,7 @@ def reference_rate_and_grad(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     m, d = x.shape
     gram = xn @ xn.T if m <= d else xn.T @ xn
     lam = torch.linalg.eigvalsh(gram).clamp_min(0)
-    value = 0.5 * torch.log1p(_scale(m, d) * lam).sum()
+    value = 0.5 * torch.log1p(_scale(m, d, eps_sq) * lam).sum()
     (grad,) = torch.autograd.grad(value, x)
     return value.detach(), grad
 
@@ -291,10 +295,13 @@ def op_cases(x: torch.Tensor) -> dict[str, Callable[[], object]]:
     mat = x.mT @ x
     mat.mul_(k / (n * EPS_SQ)).diagonal().add_(1.0)
     factor = torch.linalg.cholesky(mat)
+    order = factor_order(k, x.device)
     xt = x.mT
     return {
         "gram x.mT @ x": lambda: x.mT @ x,
         "cholesky_ex(M)": lambda: torch.linalg.cholesky_ex(mat),
+        # what ours runs: k = 105..128 at order 136, multiples of 256 at k + 8 (factor_order)
+        "cholesky_ex(M) padded as ours": lambda: _cholesky_ex(mat, order),
         "cholesky_solve(x.mT, L)": lambda: torch.cholesky_solve(xt, factor),
         "solve_triangular(L, x.mT)": lambda: torch.linalg.solve_triangular(
             factor, xt, upper=False
@@ -985,6 +992,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--ops-only", action="store_true", help="only the op-level table (seconds), then exit"
     )
     p.add_argument(
+        "--accuracy-sweep",
+        action="store_true",
+        help="only the float32 accuracy sweep (rows from spread to nearly collapsed, ε² from "
+        "1e-4 to 10, ours and naive against float64; minutes, --smoke: seconds), then exit",
+    )
+    p.add_argument(
         "--resnet-cpu-size",
         type=non_negative_int,
         default=0,
@@ -1078,6 +1091,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
         text = compare(*args.compare)
         print(text, end="")
         return {"compare": text}
+    if args.accuracy_sweep:
+        from .sweep import main as sweep_main
+
+        torch.set_num_threads(args.threads[0])
+        return sweep_main(args.out, args.smoke, args.grid, argv, GRID)
     devices = (
         [d.strip() for d in args.devices.split(",")]
         if args.devices is not None

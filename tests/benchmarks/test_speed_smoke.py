@@ -276,6 +276,35 @@ class TestCompare:
             speed.main(["--compare", str(bad), str(bad)])
 
 
+class TestAccuracySweep:
+    def test_smoke_sweep_writes_its_tables(self, tmp_path, capsys):
+        report = speed.main(["--accuracy-sweep", "--smoke", "--out", str(tmp_path)])
+        on_disk = json.loads((tmp_path / "accuracy_sweep.json").read_text())
+        assert on_disk == json.loads(json.dumps(report))
+        rows = {(r["m"], r["d"], r["sigma"]): r for r in report["rows"]}
+        assert set(rows) == {(24, 96, 10.0), (24, 96, 0.1), (96, 24, 10.0), (96, 24, 0.1)}
+        for (m, d, sigma), r in rows.items():
+            # spread rows: float32 within 1e-5 of float64; nearly collapsed (cosine ≈ 0.99)
+            # rows: the gradient of either formula is not (the rounding of the Gram matrix)
+            assert r["mean_cosine"] < 0.05 if sigma == 10.0 else r["mean_cosine"] > 0.95
+            if sigma == 10.0:
+                assert r["ours_value"] <= 1e-6 and r["ours_grad"] <= 1e-5, r
+            else:
+                assert r["ours_grad"] > 1e-5 and r["naive_grad"] > 1e-5, r
+        md = (tmp_path / "accuracy_sweep.md").read_text()
+        assert "| σ (mean cosine) | 24×96 | 96×24 |" in md
+        assert md in capsys.readouterr().out
+
+    def test_near_collapsed_rows_share_a_direction(self):
+        from benchmarks.speed.sweep import mean_cosine, near_collapsed
+
+        z = near_collapsed(50, 20, 0.01)
+        x = torch.nn.functional.normalize(z.double(), dim=1)
+        brute = (x @ x.T).sum() - 50  # the off-diagonal cosines, summed by a matrix product
+        assert mean_cosine(z) == pytest.approx(float(brute) / (50 * 49), rel=1e-9)
+        assert mean_cosine(z) > 0.999
+
+
 class TestResNet18Like:
     def test_is_resnet18_sized(self):
         model = speed.ResNet18Like()
