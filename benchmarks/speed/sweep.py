@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from pml_anticollapse.functional import coding_rate
 
 from .._shared import atomic_write_json, atomic_write_text, cpu_model, git_commit
-from .bench import ACCURACY_RTOL, reference_rate_and_grad, rate_naive
+from .bench import ACCURACY_RTOL, rate_naive, reference_rate_and_grad
 
 SIGMAS = (10.0, 3.0, 1.0, 0.3, 0.1, 0.01)
 EPS_SQS = (1e-4, 1e-3, 1e-2, 0.1, 0.5, 1.0, 10.0)
