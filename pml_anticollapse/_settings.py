@@ -11,6 +11,7 @@ from . import functional as F
 from .distributed import SCOPES
 from .functional._checks import (
     check_choice,
+    check_compute_dtype,
     check_flag,
     check_optional_flag,
     check_positive,
@@ -36,6 +37,8 @@ class CodingRateSettings:
             (:func:`~pml_anticollapse.functional.rate_penalty`).
         check: ``None`` (validate on CPU only), ``True`` or ``False`` (see ``resolve_check``).
         distributed: ``"global"`` or ``"local"`` (:mod:`pml_anticollapse.distributed`).
+        compute_dtype: ``None`` or ``torch.float64`` / ``torch.float32``: the dtype the rate is
+            computed in (see :func:`~pml_anticollapse.functional.coding_rate`).
 
     ``MCR2Loss`` takes no ``variant``, ``form`` or ``gamma``: it keeps their defaults (standard
     scale; −ΔR is the ``"neg"`` form).
@@ -48,6 +51,7 @@ class CodingRateSettings:
     gamma: float = 1.0
     check: bool | None = None
     distributed: str = "global"
+    compute_dtype: torch.dtype | None = None
 
     def __post_init__(self):
         checked = dict(
@@ -58,6 +62,7 @@ class CodingRateSettings:
             gamma=check_positive(self.gamma, "gamma"),
             check=check_optional_flag(self.check, "check"),
             distributed=check_choice(self.distributed, "distributed", SCOPES),
+            compute_dtype=check_compute_dtype(self.compute_dtype),
         )
         for name, value in checked.items():
             object.__setattr__(self, name, value)  # frozen: store the checked value once
@@ -78,6 +83,7 @@ class CodingRateSettings:
             variant=self.variant,
             mask=mask,
             check=resolve_check(self.check, x),
+            compute_dtype=self.compute_dtype,
         )
 
     def penalty(self, rate: torch.Tensor) -> torch.Tensor:
@@ -96,6 +102,7 @@ class CodingRateSettings:
             normalize=self.normalize,
             num_classes=num_classes,
             check=resolve_check(self.check, z),
+            compute_dtype=self.compute_dtype,
         )
 
 
@@ -121,6 +128,7 @@ class UsesCodingRate:
     gamma = _setting("gamma")
     check = _setting("check")
     distributed = _setting("distributed")
+    compute_dtype = _setting("compute_dtype")
 
     def rate(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """The coding rate of the rows of ``x`` with this object's settings (differentiable);

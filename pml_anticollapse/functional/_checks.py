@@ -135,6 +135,16 @@ def check_optional_flag(value: object, name: str) -> bool | None:
     return None if value is None else check_flag(value, name)
 
 
+def check_compute_dtype(value: object, name: str = "compute_dtype") -> torch.dtype | None:
+    """``None`` (compute in the input's working dtype), ``torch.float32`` or ``torch.float64``."""
+    if value is not None and value not in (torch.float32, torch.float64):
+        raise TypeError(
+            f"{name} must be None, torch.float32 or torch.float64, got "
+            f"{type(value).__name__ if not isinstance(value, torch.dtype) else 'dtype'} {value!r}"
+        )
+    return value
+
+
 def check_choice(value: object, name: str, choices: Iterable[str]) -> str:
     """Check that ``value`` is one of ``choices``."""
     choices = tuple(choices)
