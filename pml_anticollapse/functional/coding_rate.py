@@ -140,16 +140,24 @@ class _HalfLogdetGram(torch.autograd.Function):
             if norms is None:
                 norms = torch.linalg.vector_norm(z, dim=-1, keepdim=True)
             denom = norms.clamp_min_(_NORM_EPS)
-            x = z / denom
         else:
-            denom, x = None, z
+            denom = None
         use_rows = n <= k  # the n×n Gram XXᵀ is the smaller one
+        # Unit rows X = D⁻¹Z: the n×n Gram is D⁻¹(ZZᵀ)D⁻¹, scaled after the GEMM on n×n entries
+        # instead of forming X (an n×k pass, here and in the backward); the k×k one needs X.
+        x = z / denom if normalize and not use_rows else z
         scalar = isinstance(a, float)
         a_vec = a if scalar else a[..., None]  # broadcasts over the eigenvalues (…, k)
         # the backward's solve: the explicit inverse + one GEMM, except where m ≤ d < 8m (see
         # _grad and INVERSE_MIN_ASPECT)
         inverse = not use_rows or k >= INVERSE_MIN_ASPECT * n
-        gram = x @ x.mT if use_rows else x.mT @ x
+        if use_rows:
+            gram = x @ x.mT
+            if normalize:
+                inv_d = denom.reciprocal()
+                gram.mul_(inv_d).mul_(inv_d.mT)
+        else:
+            gram = x.mT @ x
         # with normalised rows and a·(mean eigenvalue of the Gram matrix) = a·n/min(n, k) < 1
         # (the standard rate: ε² > 1) the inverse path keeps the Gram matrix (min(n, k)², small)
         # for a gradient free of the projection's cancellation (see _grad)
@@ -176,6 +184,7 @@ class _HalfLogdetGram(torch.autograd.Function):
                 CholeskyFallbackWarning,
                 stacklevel=_caller_stacklevel(),
             )
+            x = z / denom if normalize else z
             w, v = torch.linalg.eigh(x @ x.mT if use_rows else x.mT @ x)
             w = torch.log1p(w.clamp_min(0) * a_vec)
             out = 0.5 * w.sum(-1)
@@ -204,7 +213,11 @@ class _HalfLogdetGram(torch.autograd.Function):
 
     @staticmethod
     def _grad(ctx, grad_out, z, a, denom, extra):
-        x = z / denom if ctx.normalize else z
+        # the solves' right-hand side: unit rows X = D⁻¹Z; on the n×n path Z itself, with D⁻¹
+        # folded into the small matrix (one n×k pass fewer), and ``x`` stays Z below
+        unit = ctx.normalize and not ctx.use_rows
+        x = z / denom if unit else z
+        fold = ctx.normalize and ctx.use_rows  # D⁻¹ folded into an n×n matrix
         gram_form = False  # set where the inverse path leaves X itself out (see below)
         if ctx.eig:
             log1p_w, v = extra
@@ -213,14 +226,16 @@ class _HalfLogdetGram(torch.autograd.Function):
             def solve(rhs):
                 return v @ (inv_diag[..., None] * (v.mT @ rhs))
 
-            grad_x = solve(x) if ctx.use_rows else solve(x.mT).mT
+            grad_x = solve(z / denom if fold else x) if ctx.use_rows else solve(x.mT).mT
         elif ctx.use_rows and not ctx.inverse:
             # (I + a·XXᵀ)⁻¹X = (Xᵀ·L⁻ᵀ·L⁻¹)ᵀ: two right-side triangular solves on Xᵀ, a
             # column-major view of the row-major X that LAPACK reads in place, giving a row-major
             # result once transposed. (cholesky_solve(X, L) copies X and returns a column-major
             # gradient, which slows the elementwise passes below: 2.5× slower at 128×512.)
+            # With D⁻¹ folded in: L⁻¹D⁻¹ = (D·L)⁻¹, D·L still lower triangular (rows scaled).
             (factor,) = extra
-            y = torch.linalg.solve_triangular(factor.mT, x.mT, upper=True, left=False)
+            first = factor * denom if fold else factor
+            y = torch.linalg.solve_triangular(first.mT, x.mT, upper=True, left=False)
             grad_x = torch.linalg.solve_triangular(factor, y, upper=False, left=False).mT
         else:
             # The explicit SPD inverse from the factor (small: min(n, k)² entries, every
@@ -231,7 +246,8 @@ class _HalfLogdetGram(torch.autograd.Function):
             gram_form = bool(kept)
             inv = torch.cholesky_inverse(factor)
             if not kept:
-                grad_x = inv @ x if ctx.use_rows else x @ inv
+                grad_x = (inv * denom.mT.reciprocal() if fold else inv) @ x if ctx.use_rows else (
+                    x @ inv)
             else:
                 # Unit rows, small a·G: (I + a·G)⁻¹X = X − a·(I + a·G)⁻¹G·X (G the Gram
                 # matrix), and the normalisation's projection below removes X itself from each
@@ -241,22 +257,24 @@ class _HalfLogdetGram(torch.autograd.Function):
                 # is nearly −X itself and the plain form is the accurate one.
                 (gram,) = kept
                 if ctx.use_rows:
-                    grad_x = (inv @ gram).mul_(-a) @ x
+                    grad_x = (inv @ gram).mul_(-a / denom.mT if fold else -a) @ x
                 else:
                     grad_x = x @ (gram @ inv).mul_(-a)
         scale = (grad_out * a)[..., None, None]  # a·grad_out, per matrix
-        grad_x.mul_(scale)
         if not ctx.normalize:
-            return grad_x
-        # d(z/‖z‖): (g − x·⟨x, g⟩)/‖z‖ per row; F.normalize skips the projection where the norm
-        # is clamped.
+            return grad_x.mul_(scale)
+        # d(z/‖z‖): s·(g − x·⟨x, g⟩)/‖z‖ per row (s = a·grad_out), with x = z/‖z‖ where X was not
+        # formed; F.normalize skips the projection where the norm is clamped.
         clamped = denom <= _NORM_EPS
-        dot = torch.linalg.vecdot(grad_x, x).unsqueeze_(-1).masked_fill_(clamped, 0.0)
+        dot = torch.linalg.vecdot(grad_x, x).unsqueeze_(-1)
+        if fold:
+            dot.div_(denom * denom)  # ⟨g, z⟩/‖z‖², the coefficient of z
+        dot.masked_fill_(clamped, 0.0)
         if gram_form:
             # a clamped row is not a unit row and is not projected: the X that the Gram form
-            # left out stays in (g + a·grad_out·x), folded into the (n, 1) coefficient
-            dot.sub_(clamped.to(x.dtype) * scale)
-        return grad_x.addcmul_(dot, x, value=-1.0).div_(denom)
+            # left out stays in (g + x), folded into the (n, 1) coefficient (x = z/‖z‖ there)
+            dot.sub_(clamped.to(x.dtype) / denom if fold else clamped.to(x.dtype))
+        return grad_x.addcmul_(dot, x, value=-1.0).mul_(scale / denom)
 
 
 def _caller_stacklevel() -> int:
