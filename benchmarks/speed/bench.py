@@ -132,6 +132,15 @@ RATE_FNS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
+def rate_ours_float64(z: torch.Tensor) -> torch.Tensor:
+    """The package with ``compute_dtype=torch.float64``: float32 in and out, float64 inside."""
+    return coding_rate(z, eps_sq=EPS_SQ, compute_dtype=torch.float64)
+
+
+#: ``--with-float64``: also time the package's float64 arithmetic (its cost over ``ours``).
+FLOAT64_FNS = {**RATE_FNS, "ours_float64": rate_ours_float64}
+
+
 def reference_rate_and_grad(
     z: torch.Tensor, eps_sq: float = EPS_SQ
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -230,9 +239,11 @@ def bench_device(
     clock: str = "wall",
     log=print,
     precisions: Sequence[str] | None = None,
+    fns: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
 ) -> tuple[list[dict], list[dict]]:
     """Time every implementation on every grid point; check them against the float64 reference.
     Every row names the configuration (``threads``, ``clock``) it was timed in."""
+    fns = RATE_FNS if fns is None else fns
     results, accuracy = [], []
     tag = {"threads": threads, "clock": clock}
     for m, d in grid:
@@ -240,7 +251,7 @@ def bench_device(
         z = torch.randn(m, d, generator=gen).to(device).requires_grad_(True)
         ref_v, ref_g = reference_rate_and_grad(z)
         for precision in precisions or _precisions(device):
-            for name, fn in RATE_FNS.items():
+            for name, fn in fns.items():
                 row = dict(tag, device=device, precision=precision, m=m, d=d, impl=name)
                 try:
                     with _autocast(device, precision):
@@ -252,13 +263,13 @@ def bench_device(
                 accuracy.append(row)
             runnable = {
                 a["impl"]
-                for a in accuracy[-len(RATE_FNS) :]
+                for a in accuracy[-len(fns) :]
                 if "error" not in a and all(math.isfinite(a[k]) for k in ("value_rel_err",))
             }
             for pass_ in PASSES:
                 cases = {
                     name: _make_case(fn, z, device, precision, pass_)
-                    for name, fn in RATE_FNS.items()
+                    for name, fn in fns.items()
                     if name in runnable
                 }
                 stats = _time_interleaved(cases, rounds, min_run_time, threads, clock)
@@ -785,6 +796,25 @@ def markdown(report: dict) -> str:
         lines.append(
             f"| {cfg} | {dev} | {prec} | {m}×{d} | {pass_} | " + " | ".join(cells) + " |"
         )
+    f64 = [(k, v) for k, v in by_key.items() if "ours_float64" in v and "ratio_vs_ours" in (
+        v["ours_float64"])]
+    if f64:
+        lines += [
+            "",
+            "Ours with `compute_dtype=torch.float64` (`--with-float64`): its time, its cost over "
+            "float32 ours, and naive / it:",
+            "",
+            "| config | device | precision | m×d | pass | ours float64 | / ours | naive / it |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for (cfg, dev, prec, m, d, pass_), impls in f64:
+            r64 = impls["ours_float64"]
+            naive = impls.get("naive")
+            vs_naive = f"{naive['median_s'] / r64['median_s']:.2f}" if naive else "n/a"
+            lines.append(
+                f"| {cfg} | {dev} | {prec} | {m}×{d} | {pass_} | {_ms(r64['median_s'])} | "
+                f"{r64['ratio_vs_ours']:.2f} | {vs_naive} |"
+            )
     lines += [
         "",
         "Accuracy against the float64 eigenvalue reference (relative; gradient norm-wise):",
@@ -992,6 +1022,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--ops-only", action="store_true", help="only the op-level table (seconds), then exit"
     )
     p.add_argument(
+        "--with-float64",
+        action="store_true",
+        help="also time ours with compute_dtype=torch.float64 (its cost over float32 ours)",
+    )
+    p.add_argument(
         "--accuracy-sweep",
         action="store_true",
         help="only the float32 accuracy sweep (rows from spread to nearly collapsed, ε² from "
@@ -1144,7 +1179,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 grid = tuple(grid) + CUDA_EXTRA
             print(f"[speed] {dev} ({cfg}): {len(grid)} grid points, {rounds} round(s)", flush=True)
             r, a = bench_device(
-                dev, grid, rounds, min_run_time, threads, clock, precisions=precisions
+                dev, grid, rounds, min_run_time, threads, clock, precisions=precisions,
+                fns=FLOAT64_FNS if args.with_float64 else RATE_FNS,
             )
             cfg_results += r
             if i == 0:  # the same numbers in every configuration: checked once

@@ -57,7 +57,8 @@ def _errors(fn, z: torch.Tensor, value_ref: torch.Tensor, grad_ref: torch.Tensor
     (grad,) = torch.autograd.grad(value, x)
     value_err = abs(value.double().item() - value_ref.item()) / abs(value_ref.item())
     grad_err = _rel(grad, grad_ref)
-    return value_err, grad_err if math.isfinite(grad_err) else math.inf
+    # NaN (a failed formula) must count as the worst, not vanish in max()
+    return tuple(e if math.isfinite(e) else math.inf for e in (value_err, grad_err))
 
 
 def mean_cosine(z: torch.Tensor) -> float:

@@ -289,8 +289,14 @@ def rescale_rows(x: torch.Tensor, *, return_norms: bool = False):
     if x.device.type == "cpu" and x.numel() and not torch.compiler.is_compiling():
         norms = torch.linalg.vector_norm(x.detach(), dim=-1, keepdim=True)
         lo, hi = torch.aminmax(norms)  # NaN/inf fail the test below and take the scaled path
-        if float(lo) == 0.0:  # zero rows (padding, masks) stay zero either way: test the others
-            lo = torch.where(norms > 0, norms, hi).amin()
+        if float(lo) == 0.0:
+            # zero rows (padding, masks) stay zero either way: test the others — unless a norm
+            # is 0 only because the squares underflowed (|entries| ≲ 1e-23 in float32)
+            amax = x.detach().abs().amax(dim=-1, keepdim=True)
+            if bool(((norms == 0) & (amax > 0)).any()):
+                lo = hi.new_zeros(())
+            else:
+                lo = torch.where(norms > 0, norms, hi).amin()
         if _SAFE_NORM_MIN <= float(lo) and float(hi) <= _SAFE_NORM_MAX:
             return (x, norms) if return_norms else x
     scaled = x / _pow2_scale(x.abs().amax(dim=-1, keepdim=True))

@@ -80,6 +80,9 @@ INVERSE_MIN_ASPECT = 8
 #: F.normalize's clamp: rows with a smaller norm are divided by it instead.
 _NORM_EPS = 1e-12
 
+#: torch's CPU BLAS/LAPACK is MKL (the x86 wheels): the Cholesky orders of ``factor_order``.
+_MKL = torch.backends.mkl.is_available()
+
 
 def factor_order(size: int, device: torch.device) -> int:
     """The order at which a size×size Cholesky factorisation runs: on CPU, a few sizes are
@@ -89,10 +92,10 @@ def factor_order(size: int, device: torch.device) -> int:
     Xeon): LAPACK's ``potrf`` runs 105 < n ≤ 128 about 3× slower per matrix than n = 136
     (120: 144 µs, 128: 202 µs, 136: 74 µs on one thread), and multiples of 256 about 2× slower
     than 8 more (256: 464 µs, 264: 255 µs; 512: 2.6 ms, 520: 1.3 ms). Padding costs one k²
-    copy and (K/k)³ of the flops where there is no cliff. Not on CUDA (cuSOLVER has no such
-    cliff to work around here).
+    copy and up to (136/105)³ ≈ 2.2× the flops of a small factorisation where there is no cliff.
+    Only where torch runs on MKL (the measurement is MKL's); not on CUDA.
     """
-    if device.type != "cpu":
+    if device.type != "cpu" or not _MKL:
         return size
     if 104 < size <= 128:
         return 136
@@ -194,8 +197,9 @@ class _HalfLogdetGram(torch.autograd.Function):
         ctx.normalize = normalize
         ctx.eig = eig is not None
         ctx.a = a if scalar else None
-        # Saved: the input, the clamped row norms (n×1) and an O(min(n, k)²) factor; the
-        # normalised rows are recomputed in the backward pass rather than kept.
+        # Saved: the input, the clamped row norms (n×1) and an O(min(n, k)²) factor (a view of
+        # the padded one where factor_order pads); the unit rows are not kept (the k×k path
+        # recomputes them in the backward pass, the n×n path never forms them).
         extra = ((factor, gram) if keep_gram else (factor,)) if eig is None else eig
         a_saved = () if scalar else (a,)
         ctx.save_for_backward(z, denom, *a_saved, *extra)
@@ -227,6 +231,9 @@ class _HalfLogdetGram(torch.autograd.Function):
                 return v @ (inv_diag[..., None] * (v.mT @ rhs))
 
             grad_x = solve(z / denom if fold else x) if ctx.use_rows else solve(x.mT).mT
+            # a zero row's gradient is exactly 0 (its row and column of I + a·Gram are those of
+            # I); V·diag·Vᵀ leaves ~1e-16 of rounding there, which the 1e-12 clamp would blow up
+            grad_x.masked_fill_((z == 0).all(-1, keepdim=True), 0.0)
         elif ctx.use_rows and not ctx.inverse:
             # (I + a·XXᵀ)⁻¹X = (Xᵀ·L⁻ᵀ·L⁻¹)ᵀ: two right-side triangular solves on Xᵀ, a
             # column-major view of the row-major X that LAPACK reads in place, giving a row-major
@@ -451,7 +458,7 @@ def coding_rate(
                 compute_dtype=compute_dtype,
             )
     out_dtype = working_dtype(z.dtype)
-    x = z.to(compute_dtype or out_dtype)  # returns z itself when it is float32/64
+    x = _to_compute_dtype(z, compute_dtype or out_dtype, normalize)
     if mask is not None:
         if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.shape != (m,):
             raise ValueError(f"mask must be a bool tensor of shape ({m},), got {mask!r}")
@@ -462,6 +469,15 @@ def coding_rate(
         m = mask.sum().to(x.dtype).clamp_min(1)  # a tensor: no host sync
     a = d / (m * eps_sq) if variant == "standard" else m / (d * eps_sq)
     return half_logdet_gram(x, a, check=check, name="z", normalize=normalize).to(out_dtype)
+
+
+def _to_compute_dtype(z: torch.Tensor, dtype: torch.dtype, normalize: bool) -> torch.Tensor:
+    """``z`` in ``dtype`` (``z`` itself when it already is). float64 rows bound for float32 with
+    ``normalize=True`` are first divided by a power of two each (exact; their directions are all
+    that counts), so that rows of 1e-50 or 1e50 survive the cast."""
+    if z.dtype == torch.float64 and dtype == torch.float32 and normalize:
+        z = rescale_rows(z)
+    return z.to(dtype)
 
 
 class RateReduction(NamedTuple):
@@ -550,7 +566,7 @@ def coding_rate_reduction(
             raise ValueError(f"labels must lie in [0, num_classes={num_classes})")
     with torch.autocast(device_type=z.device.type, enabled=False):
         out_dtype = working_dtype(z.dtype)
-        x = z.to(compute_dtype or out_dtype)  # rows normalised inside half_logdet_gram
+        x = _to_compute_dtype(z, compute_dtype or out_dtype, normalize)  # normalised later
         r = half_logdet_gram(x, d / (m * eps_sq), check=check, name="z", normalize=normalize)
         if compiling and num_classes is not None:
             blocks, n = _class_blocks_static(x, labels, num_classes)
@@ -560,8 +576,8 @@ def coding_rate_reduction(
         a_c = torch.where(n > 0, d / (n.clamp_min(1) * eps_sq), torch.zeros_like(n))
         r_cls = half_logdet_gram(blocks, a_c, check=check, name="z", normalize=normalize)
         r_c = (n / m * r_cls).sum()
-    r, r_c = r.to(out_dtype), r_c.to(out_dtype)
-    return RateReduction(r - r_c, r, r_c)
+    # ΔR in the compute dtype before rounding: it may be much smaller than R
+    return RateReduction((r - r_c).to(out_dtype), r.to(out_dtype), r_c.to(out_dtype))
 
 
 def _class_blocks(x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -60,7 +60,7 @@ class MCR2Loss(UsesCodingRate, BaseMetricLossFunction):
     Principle of Maximal Coding Rate Reduction", arXiv 2006.08558 (NeurIPS 2020).
     """
 
-    setting_names = ("eps_sq", "normalize", "check", "distributed")
+    setting_names = ("eps_sq", "normalize", "check", "distributed", "compute_dtype")
 
     def __init__(
         self,

@@ -289,8 +289,7 @@ class TestAccuracySweep:
             assert r["mean_cosine"] < 0.05 if sigma == 10.0 else r["mean_cosine"] > 0.95
             if sigma == 10.0:
                 assert r["ours_value"] <= 1e-6 and r["ours_grad"] <= 1e-5, r
-            else:
-                assert r["ours_grad"] > 1e-5 and r["naive_grad"] > 1e-5, r
+            assert all(math.isfinite(r[k]) for k in ("ours_grad", "naive_grad", "naive_value")), r
             # float64 arithmetic: within 1e-5 everywhere (float32 rounding of the output only)
             assert r["ours64_value"] <= 1e-6 and r["ours64_grad"] <= 1e-6, r
         md = (tmp_path / "accuracy_sweep.md").read_text()

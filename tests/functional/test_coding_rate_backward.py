@@ -188,6 +188,24 @@ class TestCholeskyFallback:
         assert abs(out.r_c.double().item() - r_c.item()) <= RTOL * r_c.item()
         assert _rel(g_rc, ref_g_rc) <= RTOL
 
+    @pytest.mark.parametrize("m, d", [(20, 50), (50, 20)], ids=["rows", "cols"])
+    def test_zero_rows_keep_a_zero_gradient(self, monkeypatch, m, d):
+        # a zero row's gradient is exactly 0; the eigen solve leaves ~1e-16 of rounding in it,
+        # which the normalisation's 1e-12 clamp would have turned into a gradient of ~1e-4
+        z = torch.randn(m, d, dtype=torch.float64)
+        mask = torch.arange(m) % 4 != 0
+        z[~mask] = 0.0
+        fn = coding_rate
+        good_value, good_grad = _value_and_grad(fn, z)
+        monkeypatch.setattr(
+            torch.linalg, "cholesky_ex", _failing_cholesky_ex(torch.linalg.cholesky_ex)
+        )
+        with pytest.warns(CholeskyFallbackWarning):
+            value, grad = _value_and_grad(fn, z)
+        assert bool((grad[~mask] == 0).all())
+        assert _rel(grad, good_grad) <= 1e-9
+        assert abs(value.item() - good_value.item()) <= 1e-12 * good_value.item()
+
     def test_non_finite_input_raises_instead_of_falling_back(self):
         z = torch.randn(10, 20)
         z[3, 4] = float("nan")
@@ -441,10 +459,34 @@ class TestComputeDtype:
         z = _near_collapsed(60, 40, 0.05, torch.float32)
         labels = torch.arange(60) % 4
         out = coding_rate_reduction(z, labels, eps_sq=1e-3, compute_dtype=torch.float64)
-        _, r, r_c = ref_rate_reduction(z, labels, eps_sq=1e-3)
+        delta_r, r, r_c = ref_rate_reduction(z, labels, eps_sq=1e-3)
         assert out.r.dtype == torch.float32 and out.r_c.dtype == torch.float32
         assert abs(out.r.double().item() - r.item()) <= RTOL * abs(r.item())
         assert abs(out.r_c.double().item() - r_c.item()) <= RTOL * abs(r_c.item())
+        assert abs(out.delta_r.double().item() - delta_r.item()) <= RTOL * abs(delta_r.item())
+
+    def test_rate_reduction_much_smaller_than_the_rate(self):
+        # ΔR ≈ 0.008·R here: formed before the rounding to float32, it keeps float32's relative
+        # precision of ΔR itself (rounded after the subtraction, only that of R: ~1e-5)
+        z = _near_collapsed(60, 40, 0.3, torch.float32)
+        labels = torch.arange(60) % 4
+        out = coding_rate_reduction(z, labels, eps_sq=10.0, compute_dtype=torch.float64)
+        delta_r, r, _ = ref_rate_reduction(z, labels, eps_sq=10.0)
+        assert delta_r.item() < 0.05 * r.item()
+        assert abs(out.delta_r.double().item() - delta_r.item()) <= 1e-6 * abs(delta_r.item())
+
+    @pytest.mark.parametrize("scale", [1e-50, 1e50])
+    def test_float64_rows_beyond_float32_computed_in_float32(self, scale):
+        # float64 rows of 1e-50 or 1e50 have their directions kept through the cast
+        gen = torch.Generator().manual_seed(5)
+        z = torch.randn(20, 30, generator=gen, dtype=torch.float64)
+        expected = ref_coding_rate(z).item()
+        got = coding_rate(z * scale, compute_dtype=torch.float32)
+        assert got.dtype == torch.float64
+        assert abs(got.item() - expected) <= RTOL * expected
+        out = coding_rate_reduction(z * scale, torch.arange(20) % 3, compute_dtype=torch.float32)
+        _, r, _ = ref_rate_reduction(z, torch.arange(20) % 3)
+        assert abs(out.r.item() - r.item()) <= RTOL * r.item()
 
     def test_float64_input_and_float32_compute(self):
         z = torch.randn(20, 30, dtype=torch.float64)

@@ -32,6 +32,19 @@ def _force_rescaling(monkeypatch):
 
 
 class TestRescaleShortcut:
+    @pytest.mark.parametrize("dtype, tiny", [(torch.float32, 1e-30), (torch.float64, 1e-170)])
+    def test_a_row_whose_squares_underflow_is_not_a_zero_row(self, dtype, tiny):
+        # its norm computes as 0, like a zero row's; it must still be rescaled, not clamped
+        gen = torch.Generator().manual_seed(0)
+        base = torch.randn(6, 10, generator=gen, dtype=torch.float64)
+        zz = base.clone()
+        zz[0] *= tiny
+        zz = zz.to(dtype)
+        assert float(torch.linalg.vector_norm(zz[0])) == 0.0
+        assert checks.rescale_rows(zz) is not zz
+        expected = ref_coding_rate(base).item()  # float64 oracle on the unscaled directions
+        assert abs(coding_rate(zz).double().item() - expected) <= 1e-6 * expected
+
     def test_ordinary_rows_are_returned_as_they_are(self):
         x = torch.randn(6, 5)
         x[2] = 0.0  # a zero row does not stop the shortcut
@@ -56,6 +69,7 @@ class TestRescaleShortcut:
         z[1] = 0.0
         z[5] *= 1e-4  # small and large rows, all inside the range
         z[7] *= 1e4
+        assert checks.rescale_rows(z) is z  # the shortcut is what is compared
         for eps_sq in (1e-3, 0.5, 10.0):
             fast = _value_and_grad(z, eps_sq=eps_sq)
             with monkeypatch.context() as mp:
@@ -67,6 +81,8 @@ class TestRescaleShortcut:
     def test_masked_rows_keep_the_shortcut_and_the_value(self, monkeypatch):
         z = torch.randn(20, 30)
         mask = torch.arange(20) % 3 != 0
+        masked = torch.where(mask[:, None], z, 0.0)
+        assert checks.rescale_rows(masked) is masked
         fast = coding_rate(z, mask=mask)
         _force_rescaling(monkeypatch)
         assert torch.equal(fast, coding_rate(z, mask=mask))

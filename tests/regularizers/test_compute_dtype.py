@@ -58,14 +58,34 @@ class TestRegularizer:
         assert reg.compute_dtype is torch.float64
 
 
+def ref_rate_reduction_graph(x, labels, eps_sq):
+    """ΔR with autograd (float64): a Python loop over classes, d×d logdet (the paper's form)."""
+    xn = x / x.norm(dim=1, keepdim=True)
+    m, d = xn.shape
+    eye = torch.eye(d, dtype=x.dtype)
+    r = 0.5 * torch.logdet(eye + d / (m * eps_sq) * xn.T @ xn)
+    r_c = 0
+    for c in torch.unique(labels):
+        zc = xn[labels == c]
+        n = zc.shape[0]
+        r_c = r_c + n / (2 * m) * torch.logdet(eye + d / (n * eps_sq) * zc.T @ zc)
+    return r - r_c
+
+
 class TestLosses:
     def test_mcr2_loss(self):
         z = _collapsed(40, 24, 0.05)
         labels = torch.arange(40) % 4
-        loss = MCR2Loss(eps_sq=1e-3, compute_dtype=torch.float64)(z, labels)
+        fn = MCR2Loss(eps_sq=1e-3, compute_dtype=torch.float64)
+        assert "compute_dtype=torch.float64" in repr(fn)
+        loss, g = _grad(lambda t: fn(t, labels), z)
         delta_r, _, _ = ref_rate_reduction(z, labels, eps_sq=1e-3)
-        assert loss.dtype == torch.float32
+        assert loss.dtype == torch.float32 and g.dtype == torch.float32
         assert loss.item() == pytest.approx(-delta_r.item(), rel=1e-5)
+        # the gradient against float64 autograd through the loop-and-logdet oracle
+        x = z.double().requires_grad_(True)
+        (ref,) = torch.autograd.grad(-ref_rate_reduction_graph(x, labels, 1e-3), x)
+        assert float((g.double() - ref).norm() / ref.norm()) <= 1e-5
 
     def test_anti_collapse_loss(self):
         from pytorch_metric_learning.losses import ContrastiveLoss
