@@ -414,9 +414,9 @@ def coding_rate(
         compute_dtype: ``None`` (default: float32 for float32/bf16/fp16 input, float64 for
             float64) or ``torch.float64`` / ``torch.float32`` to compute in that dtype and
             return the default's. float32 meets 1e-5 relative to a float64 computation on well
-            spread rows, not on nearly collapsed rows or at a small ε² (the rounding of the
-            normalised rows and their Gram matrix, amplified by the conditioning; README,
-            "Accuracy"): ``torch.float64`` does, at about twice the cost.
+            spread, non-square batches, not on nearly collapsed rows nor on square batches at a
+            small ε² (the rounding of the normalised rows and their Gram matrix, amplified by the
+            conditioning; README, "Accuracy"): ``torch.float64`` does, at 1.4–2.7× the cost.
 
     Returns:
         Scalar tensor, float64 for float64 input and float32 otherwise (whatever
