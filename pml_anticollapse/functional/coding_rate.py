@@ -416,7 +416,7 @@ def coding_rate(
             return the default's. float32 meets 1e-5 relative to a float64 computation on well
             spread, non-square batches, not on nearly collapsed rows nor on square batches at a
             small ε² (the rounding of the normalised rows and their Gram matrix, amplified by the
-            conditioning; README, "Accuracy"): ``torch.float64`` does, at 1.4–2.7× the cost.
+            conditioning; README, "Accuracy"): ``torch.float64`` does, at 1.3–2.7× the cost.
 
     Returns:
         Scalar tensor, float64 for float64 input and float32 otherwise (whatever

@@ -56,8 +56,8 @@ class CodingRateRegularizer(UsesCodingRate, BaseRegularizer):
             single process.
         compute_dtype: ``None`` (default: float32 for float32 embeddings) or ``torch.float64``:
             compute the rate in float64 and return float32, for 1e-5 relative accuracy on nearly
-            collapsed rows or at a small ε², where float32 rounding cannot give it (about twice
-            the cost; README, "Accuracy").
+            collapsed rows and on square batches at a small ε², where float32 rounding cannot
+            give it (1.3–2.7× the cost; README, "Accuracy").
         **kwargs: passed to ``BaseRegularizer`` (``collect_stats``, ``reducer``).
 
     The settings are kept in ``self.settings`` (a frozen ``CodingRateSettings``, shared with

@@ -4,7 +4,7 @@
   [2⁻³², 2³²]: the value and the gradient must then be *bit for bit* those of the rescaled path
   (dividing by a power of two is exact), which the test forces by emptying the safe range.
 - ``factor_order`` runs a few Cholesky sizes inside a larger block-diagonal matrix
-  [[M, 0], [0, I]]: the factor must be that of M (float64 reference, another algorithm: the
+  [[M, 0], [0, I]] (on CPU, where torch runs on MKL): the factor must be that of M (float64 reference, another algorithm: the
   eigen-decomposition), a failed factorisation must report the same pivot, and the rate at
   those sizes must equal the float64 reference.
 """
@@ -14,10 +14,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+import importlib
+
 import pml_anticollapse.functional._checks as checks
 from pml_anticollapse.functional import coding_rate
 from pml_anticollapse.functional.coding_rate import _cholesky_ex, factor_order
 from tests.reference import ref_coding_rate
+
+cr = importlib.import_module("pml_anticollapse.functional.coding_rate")
 
 
 def _value_and_grad(z: torch.Tensor, **kwargs):
@@ -102,8 +106,14 @@ class TestPaddedFactorisation:
         [(64, 64), (104, 104), (105, 136), (128, 136), (129, 129), (255, 255), (256, 264),
          (384, 384), (512, 520), (1024, 1032)],
     )
-    def test_orders_on_cpu(self, k, order):
+    def test_orders_on_cpu(self, monkeypatch, k, order):
+        monkeypatch.setattr(cr, "_MKL", True)  # the orders are MKL's (any build can run this)
         assert factor_order(k, torch.device("cpu")) == order
+
+    @pytest.mark.parametrize("k", [128, 256, 512])
+    def test_no_padding_without_mkl(self, monkeypatch, k):
+        monkeypatch.setattr(cr, "_MKL", False)
+        assert factor_order(k, torch.device("cpu")) == k
 
     def test_no_padding_off_cpu(self):
         assert factor_order(128, torch.device("cuda")) == 128
