@@ -4,17 +4,17 @@
   [2⁻³², 2³²]: the value and the gradient must then be *bit for bit* those of the rescaled path
   (dividing by a power of two is exact), which the test forces by emptying the safe range.
 - ``factor_order`` runs a few Cholesky sizes inside a larger block-diagonal matrix
-  [[M, 0], [0, I]] (on CPU, where torch runs on MKL): the factor must be that of M (float64 reference, another algorithm: the
-  eigen-decomposition), a failed factorisation must report the same pivot, and the rate at
-  those sizes must equal the float64 reference.
+  [[M, 0], [0, I]] (on CPU with MKL): the factor must be that of M (float64 reference, another
+  algorithm: the eigen-decomposition), a failed factorisation must report the same pivot, and
+  the rate at those sizes must equal the float64 reference.
 """
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
-
-import importlib
 
 import pml_anticollapse.functional._checks as checks
 from pml_anticollapse.functional import coding_rate
