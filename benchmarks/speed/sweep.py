@@ -103,12 +103,32 @@ def run_sweep(
     return rows
 
 
+def _table(title: str, first: str, grid, sigmas, cell, label) -> list[str]:
+    """One σ × grid-point table: ``cell(m, d, sigma)`` and the row label ``label(sigma)``."""
+    lines = [title, ""] if title else []
+    lines += ["| " + first + " | " + " | ".join(f"{m}×{d}" for m, d in grid) + " |",
+              "|---|" + "---:|" * len(grid)]
+    for sigma in sigmas:
+        lines.append(f"| {label(sigma)} | " + " | ".join(cell(m, d, sigma) for m, d in grid) + " |")
+    return lines
+
+
 def markdown(report: dict) -> str:
     md = report["metadata"]
     rows = report["rows"]
     grid = list(dict.fromkeys((r["m"], r["d"]) for r in rows))
     sigmas = list(dict.fromkeys(r["sigma"] for r in rows))
     by = {(r["m"], r["d"], r["sigma"]): r for r in rows}
+
+    def grad_cell(m, d, sigma):
+        r = by[(m, d, sigma)]
+        ours = f"{r['ours_grad']:.1e}"
+        ours = f"**{ours}**" if r["ours_grad"] <= ACCURACY_RTOL else ours
+        return f"{ours} ({r['naive_grad']:.0e})"
+
+    def cosine_label(sigma):
+        return f"{sigma:g} ({by[(grid[0][0], grid[0][1], sigma)]['mean_cosine']:.2f})"
+
     lines = [
         "# float32 accuracy over a conditioning sweep",
         "",
@@ -117,33 +137,19 @@ def markdown(report: dict) -> str:
         "eigenvalue reference on the same float32 input: gradient of ours (naive float32 "
         f"`logdet` in brackets); **bold** where ours is ≤ {ACCURACY_RTOL:g}.",
         "",
-        "| σ (mean cosine) | " + " | ".join(f"{m}×{d}" for m, d in grid) + " |",
-        "|---|" + "---:|" * len(grid),
     ]
-    for sigma in sigmas:
-        cos = by[(grid[0][0], grid[0][1], sigma)]["mean_cosine"]
-        cells = []
-        for m, d in grid:
-            r = by[(m, d, sigma)]
-            ours = f"{r['ours_grad']:.1e}"
-            ours = f"**{ours}**" if r["ours_grad"] <= ACCURACY_RTOL else ours
-            cells.append(f"{ours} ({r['naive_grad']:.0e})")
-        lines.append(f"| {sigma:g} ({cos:.2f}) | " + " | ".join(cells) + " |")
-    lines += ["", "Values, worst relative error of ours (naive in brackets):", "",
-              "| σ | " + " | ".join(f"{m}×{d}" for m, d in grid) + " |",
-              "|---|" + "---:|" * len(grid)]
-    for sigma in sigmas:
-        cells = [f"{by[(m, d, sigma)]['ours_value']:.1e} ({by[(m, d, sigma)]['naive_value']:.0e})"
-                 for m, d in grid]
-        lines.append(f"| {sigma:g} | " + " | ".join(cells) + " |")
-    lines += ["", "`compute_dtype=torch.float64` (float32 in and out): worst relative error of the "
-              "gradient / the value:", "",
-              "| σ | " + " | ".join(f"{m}×{d}" for m, d in grid) + " |",
-              "|---|" + "---:|" * len(grid)]
-    for sigma in sigmas:
-        cells = [f"{by[(m, d, sigma)]['ours64_grad']:.1e} / {by[(m, d, sigma)]['ours64_value']:.1e}"
-                 for m, d in grid]
-        lines.append(f"| {sigma:g} | " + " | ".join(cells) + " |")
+    lines += _table("", "σ (mean cosine)", grid, sigmas, grad_cell, cosine_label)
+    lines += [""] + _table(
+        "Values, worst relative error of ours (naive in brackets):", "σ", grid, sigmas,
+        lambda m, d, s: f"{by[(m, d, s)]['ours_value']:.1e} ({by[(m, d, s)]['naive_value']:.0e})",
+        lambda s: f"{s:g}",
+    )
+    lines += [""] + _table(
+        "`compute_dtype=torch.float64` (float32 in and out): worst relative error of the "
+        "gradient / the value:", "σ", grid, sigmas,
+        lambda m, d, s: f"{by[(m, d, s)]['ours64_grad']:.1e} / {by[(m, d, s)]['ours64_value']:.1e}",
+        lambda s: f"{s:g}",
+    )
     return "\n".join(lines) + "\n"
 
 
