@@ -375,6 +375,12 @@ class Checkpoint:
 # ----------------------------------------------------------------------------- the steps
 
 
+def write_progress(work: str, epoch: int, epochs: int) -> None:
+    """``<work>/progress.json`` = ``{"epoch": epoch, "epochs": epochs}``, written atomically: a
+    progress display in another process may read it at any time. Nothing here depends on it."""
+    _io.atomic_write_json(os.path.join(work, "progress.json"), {"epoch": epoch, "epochs": epochs})
+
+
 def train_cell(cfg: Config, cell: Cell, data: ProtocolData, device: torch.device,
                ckpt: Checkpoint, clock, stop_after_epoch: int | None = None) -> None:
     """Train from the checkpoint's next epoch to ``training.epochs``, checkpointing each epoch."""
@@ -382,6 +388,7 @@ def train_cell(cfg: Config, cell: Cell, data: ProtocolData, device: torch.device
 
     def end_of_epoch_hook(trainer):
         ckpt.save(cell, trainer, clock())
+        write_progress(ckpt.work, trainer.epoch, cell.epochs)
         if stop_after_epoch is not None and trainer.epoch >= stop_after_epoch:
             raise CellInterrupted(f"stopped after epoch {trainer.epoch} (stop_after_epoch)")
         return True
@@ -469,12 +476,23 @@ def run_cell(
     seed: int,
     device: torch.device,
     stop_after_epoch: int | None = None,
+    meta: dict | None = None,
 ) -> dict:
     """Train and test one cell, resuming from its checkpoint if one exists; return its result.
 
     ``stop_after_epoch``: raise :class:`CellInterrupted` once that epoch's checkpoint is written
     (the next call resumes from it), e.g. to spread a long cell over several sessions.
+
+    ``meta``: facts about the process that ran the cell (threads, world size, rank, device, CPU
+    model, ...), stored as given under ``result["run"]`` of a newly computed result (a result
+    committed earlier is returned unchanged). It must be JSON-serialisable.
+
+    While training, ``<work>/progress.json`` holds ``{"epoch": n, "epochs": total}``, rewritten
+    atomically after each epoch's checkpoint; it is for a progress display in another process
+    only (nothing in the harness reads it) and goes with the working folder at the commit.
     """
+    if meta is not None and not isinstance(meta, dict):
+        raise TypeError(f"meta must be a dict or None, not {type(meta).__name__}")
     paths = cell_paths(run_dir, data.name, method.name, seed)
     if os.path.exists(paths["result"]):
         try:
@@ -508,6 +526,8 @@ def run_cell(
     )
     if data.provenance:
         result["provenance"] = data.provenance
+    if meta is not None:
+        result["run"] = dict(meta)
     commit_cell(paths, ckpt.records_dir, result, run_dir)
     return result
 
