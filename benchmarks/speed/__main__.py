@@ -1,6 +1,6 @@
-"""``python -m benchmarks.speed`` — see ``benchmarks/speed/bench.py``."""
+"""``python -m benchmarks.speed`` — see ``benchmarks/speed/cli.py``."""
 
-from .bench import main
+from .cli import main
 
 if __name__ == "__main__":
     main()

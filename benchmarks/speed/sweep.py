@@ -14,8 +14,8 @@ at every ε² from 1e-4 to 10 (the scale a = d/(m·ε²) spans five decades). Fo
 - the same with ``compute_dtype=torch.float64`` (float32 in and out, float64 arithmetic), and
 - the same of the naive formula (float32 ``torch.logdet`` of the d×d matrix, through autograd),
 
-both against the float64 eigenvalue reference of ``bench.reference_rate_and_grad`` fed the same
-float32 input (so the rounding of the input is not counted against either).
+both against the float64 eigenvalue reference of ``implementations.reference_rate_and_grad``
+fed the same float32 input (so the rounding of the input is not counted against either).
 
 Outputs in ``--out``: ``accuracy_sweep.json`` and ``accuracy_sweep.md``.
 """
@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from pml_anticollapse.functional import coding_rate
 
 from .._shared import atomic_write_json, atomic_write_text, cpu_model, git_commit
-from .bench import ACCURACY_RTOL, rate_naive, reference_rate_and_grad
+from .implementations import ACCURACY_RTOL, rate_naive, reference_rate_and_grad, rel_err
 
 SIGMAS = (10.0, 3.0, 1.0, 0.3, 0.1, 0.01)
 EPS_SQS = (1e-4, 1e-3, 1e-2, 0.1, 0.5, 1.0, 10.0)
@@ -46,17 +46,14 @@ def near_collapsed(m: int, d: int, sigma: float, seed: int = 0) -> torch.Tensor:
     return (base + sigma * torch.randn(m, d, generator=gen, dtype=torch.float64)).float()
 
 
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.detach().double(), b.detach().double()
-    return float((a - b).norm() / b.norm())
-
-
-def _errors(fn, z: torch.Tensor, value_ref: torch.Tensor, grad_ref: torch.Tensor):
+def relative_errors(fn, z: torch.Tensor, value_ref: torch.Tensor, grad_ref: torch.Tensor):
+    """Relative errors of ``fn``'s value and gradient at ``z`` against the references (inf for
+    NaN: a failed formula counts as the worst)."""
     x = z.clone().requires_grad_(True)
     value = fn(x)
     (grad,) = torch.autograd.grad(value, x)
     value_err = abs(value.double().item() - value_ref.item()) / abs(value_ref.item())
-    grad_err = _rel(grad, grad_ref)
+    grad_err = rel_err(grad, grad_ref)
     # NaN (a failed formula) must count as the worst, not vanish in max()
     return tuple(e if math.isfinite(e) else math.inf for e in (value_err, grad_err))
 
@@ -84,12 +81,13 @@ def run_sweep(
                 worst_eps_sq = None
                 for eps_sq in eps_sqs:
                     value_ref, grad_ref = reference_rate_and_grad(z, eps_sq)
-                    ov, og = _errors(lambda t: coding_rate(t, eps_sq=eps_sq), z, value_ref,
-                                     grad_ref)
-                    nv, ng = _errors(lambda t: rate_naive(t, eps_sq), z, value_ref, grad_ref)
-                    wv, wg = _errors(
-                        lambda t: coding_rate(t, eps_sq=eps_sq, compute_dtype=torch.float64), z,
-                        value_ref, grad_ref,
+                    refs = (z, value_ref, grad_ref)
+                    # each lambda is called at once, inside this iteration (eps_sq bound anyway)
+                    ov, og = relative_errors(lambda t, e=eps_sq: coding_rate(t, eps_sq=e), *refs)
+                    nv, ng = relative_errors(lambda t, e=eps_sq: rate_naive(t, e), *refs)
+                    wv, wg = relative_errors(
+                        lambda t, e=eps_sq: coding_rate(t, eps_sq=e, compute_dtype=torch.float64),
+                        *refs,
                     )
                     if og >= worst["ours_grad"]:
                         worst_eps_sq = eps_sq

@@ -104,7 +104,7 @@ def factor_order(size: int, device: torch.device) -> int:
     return size
 
 
-def _cholesky_ex(mat: torch.Tensor, order: int) -> tuple[torch.Tensor, torch.Tensor]:
+def padded_cholesky_ex(mat: torch.Tensor, order: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``torch.linalg.cholesky_ex(mat)``, run at ``order`` (≥ the size of ``mat``, see
     ``factor_order``); the factor returned is (…, k, k), a view when padded."""
     k = mat.shape[-1]
@@ -168,7 +168,7 @@ class _HalfLogdetGram(torch.autograd.Function):
         scale = a if scalar else a_vec[..., None]
         mat = gram * scale if keep_gram else gram.mul_(scale)
         mat.diagonal(dim1=-2, dim2=-1).add_(1.0)
-        factor, info = _cholesky_ex(mat, factor_order(mat.shape[-1], mat.device))
+        factor, info = padded_cholesky_ex(mat, factor_order(mat.shape[-1], mat.device))
         if check and torch.compiler.is_compiling():
             check = False  # no host read inside a compiled graph: a failure shows as NaN
         if not check:

@@ -18,7 +18,7 @@ import torch
 
 import pml_anticollapse.functional._checks as checks
 from pml_anticollapse.functional import coding_rate
-from pml_anticollapse.functional.coding_rate import _cholesky_ex, factor_order
+from pml_anticollapse.functional.coding_rate import padded_cholesky_ex, factor_order
 from tests.reference import ref_coding_rate
 
 cr = importlib.import_module("pml_anticollapse.functional.coding_rate")
@@ -122,7 +122,7 @@ class TestPaddedFactorisation:
     @pytest.mark.parametrize("k", [110, 128, 256])
     def test_factor_is_the_factor_of_the_matrix(self, k):
         mat = _spd((3,), k, seed=k)
-        factor, info = _cholesky_ex(mat, factor_order(k, mat.device))
+        factor, info = padded_cholesky_ex(mat, factor_order(k, mat.device))
         assert factor.shape == (3, k, k) and bool((info == 0).all())
         # L·Lᵀ reproduces M, and log det from the factor equals the eigenvalue sum (float64)
         m64 = mat.double()
@@ -136,7 +136,7 @@ class TestPaddedFactorisation:
         mat = _spd((2,), 128, seed=1)
         mat[1, 40, 40] = -5.0  # the 41st pivot of the second matrix fails
         _, info_plain = torch.linalg.cholesky_ex(mat)
-        _, info_padded = _cholesky_ex(mat, 136)
+        _, info_padded = padded_cholesky_ex(mat, 136)
         assert info_plain.tolist() == info_padded.tolist() and info_padded[1] > 0
 
     @pytest.mark.parametrize("m, d", [(120, 480), (128, 512), (256, 1024), (4096, 128)])
