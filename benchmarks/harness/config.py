@@ -79,6 +79,10 @@ class EvaluationOptions:
         "AccuracyCalculator metrics (k = max_bin_count)",
         check=schema.Check("a non-empty list of names", lambda v: len(v) > 0),
     )
+    interval: int = option(
+        0, "also test every this many epochs while training (and at the last epoch): the "
+        "per-epoch curve of each cell; 0: only at the end", check=non_negative_int,
+    )
 
     def validate(self, where: str) -> None:
         from .pml2.testing import known_metrics
@@ -303,6 +307,8 @@ def identity(cfg: Config, provenance: dict | None = None) -> dict:
     """What fixes the results: the config but its selection keys and method descriptions, plus
     the data's provenance (e.g. a font manifest's hash) per protocol."""
     out = {k: v for k, v in cfg.to_dict().items() if k not in SELECTION_KEYS}
+    if not out["evaluation"].get("interval"):  # the default: a run from before the key existed
+        out["evaluation"].pop("interval", None)
     out["methods"] = [{k: v for k, v in m.items() if k != "description"} for m in out["methods"]]
     out["provenance"] = provenance or {}
     return json.loads(json.dumps(out, sort_keys=True, default=str))

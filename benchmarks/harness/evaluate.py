@@ -62,3 +62,10 @@ class Evaluator:
         if reference_set is not None:
             out["num_reference"] = len(reference_set)
         return out
+
+    def effective_rank_of(self, dataset, trunk, embedder) -> float:
+        """The effective rank of ``dataset``'s embeddings, computed as the query embeddings are
+        (the tester's forward pass in eval mode, L2-normalised), without ranking them and without
+        the record-keeper: e.g. the training set, to see collapse on the training classes."""
+        emb = testing.embed(self.tester, dataset, trunk, embedder)
+        return float(effective_rank(emb.detach().float().cpu().contiguous()))

@@ -161,6 +161,12 @@ class Cell:
     miner: torch.nn.Module | None = None
     optimizers: dict = dataclasses.field(default_factory=dict)
     sampler: samplers.MPerClassSampler | None = None
+    #: ``evaluation.interval`` (0: test at the end only)
+    interval: int = 0
+    #: one entry per test during training (:func:`test_during_training`), in epoch order
+    curve: list = dataclasses.field(default_factory=list)
+    #: the full test result of the last epoch when a test during training produced it
+    final_test: dict | None = None
 
 
 def build_cell(cfg: Config, data: ProtocolData, method: MethodSpec, device: torch.device,
@@ -176,7 +182,8 @@ def build_cell(cfg: Config, data: ProtocolData, method: MethodSpec, device: torc
     evaluator = Evaluator(cfg.evaluation.metrics, cfg.evaluation.batch_size, t.num_workers,
                           device, hooks)
     cell = Cell(trunk, embedder, keeper, hooks, evaluator,
-                epochs=0 if method.no_learning else t.epochs, iterations=iters)
+                epochs=0 if method.no_learning else t.epochs, iterations=iters,
+                interval=cfg.evaluation.interval)
     if method.no_learning:
         return cell
     loss, cell.miner = build_loss_and_miner(cfg, method, data.num_train_classes)
@@ -342,6 +349,8 @@ class Checkpoint:
         kind = type(cell.sampler.labels[0]) if len(cell.sampler.labels) else int
         cell.sampler.labels = [kind(x) for x in s["sampler_labels"]]
         records.set_pending_records(cell.keeper, s["records"])
+        cell.curve = [dict(e) for e in s.get("curve") or []]
+        cell.final_test = s.get("final_test")
         return s["epoch"] + 1
 
     def restore_trainer(self, trainer) -> None:
@@ -368,6 +377,8 @@ class Checkpoint:
             "records": records.pending_records(cell.keeper),
             "grad_scaler": scaler.state_dict() if scaler is not None else None,
             "elapsed": elapsed,
+            "curve": cell.curve,
+            "final_test": cell.final_test,
         }
         _io.atomic_torch_save(self.path, plain(state), previous=self.prev_path)
 
@@ -387,6 +398,8 @@ def train_cell(cfg: Config, cell: Cell, data: ProtocolData, device: torch.device
     start_epoch = ckpt.restore_models(cell)
 
     def end_of_epoch_hook(trainer):
+        if tests_at(trainer.epoch, cell.interval, cell.epochs):
+            test_during_training(cell, data, trainer.epoch)
         ckpt.save(cell, trainer, clock())
         write_progress(ckpt.work, trainer.epoch, cell.epochs)
         if stop_after_epoch is not None and trainer.epoch >= stop_after_epoch:
@@ -414,9 +427,67 @@ def train_cell(cfg: Config, cell: Cell, data: ProtocolData, device: torch.device
         trainer.train(start_epoch=start_epoch, num_epochs=cell.epochs)
 
 
+def tests_at(epoch: int, interval: int, epochs: int) -> bool:
+    """Whether the cell is tested at the end of ``epoch`` while training: every ``interval``
+    epochs and at the last one (never when ``interval`` is 0)."""
+    return interval > 0 and (epoch % interval == 0 or epoch == epochs)
+
+
+def training_view(dataset):
+    """The training set as it is embedded for its effective rank: the dataset's
+    ``without_augmentation()`` view when it has one (no random shift or crop), else itself."""
+    make = getattr(dataset, "without_augmentation", None)
+    return make() if callable(make) else dataset
+
+
+def test_during_training(cell: Cell, data: ProtocolData, epoch: int) -> dict:
+    """Test the model at the end of ``epoch`` with PML's tester and append one entry to
+    ``cell.curve``: the configured metrics and the effective rank of the query embeddings (as
+    in the final result), plus ``train_effective_rank``, that of the training set embedded
+    without augmentation (collapse on the training classes themselves). Return the entry.
+
+    Called from the trainer's end-of-epoch hook (not ``HookContainer``'s best-epoch and patience
+    logic: the reported figure stays the last epoch's). Testing leaves training unchanged: the
+    tester's DataLoader draws a seed from torch's generator and an augmenting dataset draws per
+    item, so every generator is saved before and restored after, and so is the train/eval flag
+    of every submodule (the tester sets eval mode). The test result of the last epoch is kept as
+    ``cell.final_test``, so that the cell is not tested twice at the end.
+    """
+    state = rng_state()
+    modes = [(m, m.training) for model in (cell.trunk, cell.embedder) for m in model.modules()]
+    try:
+        test = cell.evaluator.run(data.query, data.reference, epoch, cell.trunk, cell.embedder)
+        train_rank = cell.evaluator.effective_rank_of(training_view(data.train), cell.trunk,
+                                                      cell.embedder)
+    finally:
+        for m, training_flag in modes:
+            m.training = training_flag
+        set_rng_state(state)
+    entry = {"epoch": int(epoch), **test["metrics"], "train_effective_rank": train_rank}
+    cell.curve.append(entry)
+    cell.keeper.update_records(
+        {k: v for k, v in entry.items() if k != "epoch"}, epoch, parent_name=CURVE_RECORDS
+    )
+    if epoch == cell.epochs:
+        cell.final_test = test
+    return entry
+
+
+#: The record-keeper group (csv file / sqlite table) of the per-epoch curve.
+CURVE_RECORDS = "curve"
+
+
 def evaluate_cell(cell: Cell, data: ProtocolData) -> dict:
-    result = cell.evaluator.run(data.query, data.reference, cell.epochs, cell.trunk, cell.embedder)
+    """The final test (of the last epoch's model, never the best epoch's), reused from the test
+    during training at the last epoch when there was one; writes the records."""
+    if cell.final_test is not None:
+        result = dict(cell.final_test)
+    else:
+        result = cell.evaluator.run(data.query, data.reference, cell.epochs, cell.trunk,
+                                    cell.embedder)
     cell.keeper.save_records()
+    if cell.curve:
+        result["curve"] = [dict(e) for e in cell.curve]
     return result
 
 

@@ -12,7 +12,9 @@ from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 #: the reference split existed).
 QUERY, REFERENCE = "test", "reference"
 
-__all__ = ["AccuracyCalculator", "make_tester", "embeddings_and_accuracies", "set_progress_bars"]
+__all__ = [
+    "AccuracyCalculator", "make_tester", "embed", "embeddings_and_accuracies", "set_progress_bars",
+]
 
 
 def known_metrics() -> list[str]:
@@ -50,6 +52,13 @@ def run(tester, query_set, reference_set, epoch: int, trunk, embedder) -> None:
     else:
         tester.test({QUERY: query_set, REFERENCE: reference_set}, epoch, trunk, embedder,
                     splits_to_eval=[(QUERY, [REFERENCE])])
+
+
+def embed(tester, dataset, trunk, embedder) -> torch.Tensor:
+    """The embeddings of ``dataset`` as the tester computes them (eval mode, the tester's batch
+    size, L2-normalised), without ranking them: ``get_all_embeddings``."""
+    emb, _ = tester.get_all_embeddings(dataset, trunk, embedder)
+    return emb
 
 
 def embeddings_and_accuracies(tester, metrics) -> tuple[torch.Tensor, dict[str, float]]:
