@@ -200,3 +200,55 @@ class TestState:
             assert not torch.equal(_call(fresh, role, z, y), _call(obj, role, z, y))
         fresh.load_state_dict(state)
         _same(_call(fresh, role, z, y), _call(obj, role, z, y))
+
+
+LOW_PRECISION = [torch.bfloat16, torch.float16]
+
+
+class TestLowPrecision:
+    """bfloat16 / float16 embeddings, as autocast hands them, on the CPU: every class works and
+    gives what it gives for the same (rounded) rows in float32. The float32 value is the
+    reference; only the wrapped PML loss of ``AntiCollapseLoss`` computes in the low dtype, hence
+    the tolerance."""
+
+    @pytest.mark.parametrize("low", LOW_PRECISION, ids=["bf16", "fp16"])
+    @pytest.mark.parametrize("name", _of_role("regularizer", "loss"))
+    def test_value_and_gradient(self, name, low):
+        from tests.conftest import TOLERANCES
+
+        obj, role = _make(name)
+        z, y = _batch()
+        rounded = z.to(low)
+        zl = rounded.clone().requires_grad_(True)
+        out = _call(obj, role, zl, y)
+        out.backward()
+        assert out.dim() == 0 and torch.isfinite(out)
+        assert zl.grad.dtype == low and torch.isfinite(zl.grad).all()
+        z32 = rounded.float().requires_grad_(True)
+        want = _call(_make(name)[0], role, z32, y)
+        want.backward()
+        torch.testing.assert_close(out.float(), want, **TOLERANCES[low])
+        cos = torch.nn.functional.cosine_similarity(zl.grad.float().flatten(),
+                                                    z32.grad.flatten(), dim=0)
+        assert cos > 0.99, float(cos)
+
+    @pytest.mark.parametrize("name", _of_role("regularizer", "loss"))
+    def test_under_autocast(self, name):
+        obj, role = _make(name)
+        z, y = _batch()
+        lin = torch.nn.Linear(D, D)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            x = lin(z)
+            assert x.dtype == torch.bfloat16
+            out = _call(obj, role, x, y)
+        out.backward()
+        assert torch.isfinite(out) and torch.isfinite(lin.weight.grad).all()
+
+    @pytest.mark.parametrize("low", LOW_PRECISION, ids=["bf16", "fp16"])
+    @pytest.mark.parametrize("name", _of_role("miner"))
+    def test_miner_mines_the_rounded_rows(self, name, low):
+        obj, role = _make(name)
+        z, y = _batch()
+        got = _call(obj, role, z.to(low), y)
+        want = _call(_make(name)[0], role, z.to(low).float(), y)
+        _same(got, want)

@@ -35,6 +35,46 @@ def check_embeddings(z: object, name: str = "embeddings", allow_empty: bool = Fa
         raise ValueError(f"{name} must not be empty, got shape {tuple(z.shape)}")
 
 
+def check_batched_matrices(x: object, name: str = "x") -> None:
+    """Check that ``x`` is a floating-point tensor of shape (..., n, k)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in _FLOAT_DTYPES:
+        raise TypeError(
+            f"{name} must have a floating-point dtype (float16, bfloat16, float32 or float64), "
+            f"got {x.dtype}"
+        )
+    if x.dim() < 2:
+        raise ValueError(f"{name} must have shape (..., n, k), got {tuple(x.shape)}")
+
+
+def check_scale_tensor(
+    a: torch.Tensor, name: str, x: torch.Tensor, values: bool = True
+) -> torch.Tensor:
+    """A tensor-valued scale of the (…, n, k) matrices ``x``: real (not bool or complex),
+    broadcastable to the batch shape (…), and — when ``values`` (one host read) — finite and
+    ≥ 0, the checks a Python number gets. Returns it detached, in ``x``'s dtype and device,
+    expanded to the batch shape."""
+    if a.dtype == torch.bool or a.dtype.is_complex:
+        raise TypeError(f"{name} must be a real number or a real tensor, got a tensor of {a.dtype}")
+    batch = tuple(x.shape[:-2])
+    try:
+        out = a.detach().to(dtype=x.dtype, device=x.device).expand(batch)
+    except RuntimeError:
+        raise ValueError(
+            f"{name} must be a number or a tensor broadcastable to the batch shape {batch}, got "
+            f"a tensor of shape {tuple(a.shape)}"
+        ) from None
+    if values and a.numel():
+        flat = a.detach().flatten()
+        bad = ~(torch.isfinite(flat) & (flat >= 0))
+        if bool(bad.any()):
+            raise ValueError(
+                f"{name} must be finite and >= 0 in every entry, got {float(flat[bad][0])}"
+            )
+    return out
+
+
 def check_finite(z: torch.Tensor, name: str = "embeddings") -> None:
     """Raise if ``z`` holds NaN or inf (one host sync on CUDA)."""
     finite = torch.isfinite(z)

@@ -31,11 +31,13 @@ as with ``check=False``, and nothing is read back to the host.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import sys
 import warnings
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from ._checks import (
@@ -44,7 +46,10 @@ from ._checks import (
     check_embeddings,
     check_flag,
     check_gram_scale,
+    check_batched_matrices,
+    check_int,
     check_labels,
+    check_scale_tensor,
     rescale_rows,
     resolve_eps_sq,
 )
@@ -340,8 +345,10 @@ def half_logdet_gram(
     """½·logdet(I + a·XXᵀ) for each matrix in a batch, by Cholesky of the smaller Gram matrix.
 
     Args:
-        x: (..., n, k) float32 or float64 tensor.
-        a: scale ≥ 0, a float or a tensor of the batch shape (...); it receives no gradient.
+        x: (..., n, k) floating-point tensor; float16 and bfloat16 are computed in float32.
+        a: scale ≥ 0, a number or a real tensor broadcastable to the batch shape (...); it
+            receives no gradient. A tensor gets the checks a number gets (finite, ≥ 0) on its
+            values: always on CPU, on CUDA only with ``check`` (a host read).
         check: raise on non-finite input and fall back to an eigen-decomposition (with a
             ``CholeskyFallbackWarning``) when the factorisation fails. Costs one host sync on
             CUDA; with ``check=False``, and always inside ``torch.compile`` (where a host read
@@ -352,27 +359,41 @@ def half_logdet_gram(
             rows stay zero), with the normalisation's gradient fused into the backward pass.
 
     Returns:
-        Tensor of shape (...), dtype of ``x``. Differentiable once with respect to ``x``;
+        Tensor of shape (...), dtype of ``x`` (float32 for float16/bfloat16). Differentiable once with respect to ``x``;
         differentiating the gradient again (after ``create_graph=True``) raises a
         ``RuntimeError``.
     """
     normalize = check_flag(normalize, "normalize")
     check = check_flag(check, "check")
+    check_batched_matrices(x, name)
+    if x.dtype in (torch.float16, torch.bfloat16):
+        x = x.float()  # no half-precision Cholesky kernel: computed (and returned) in float32
+    compiling = torch.compiler.is_compiling()
     norms = None
     if normalize:
         # a power of two per row (exact): rows of 1e-30 or 1e30 keep their direction instead of
         # falling under F.normalize's 1e-12 clamp or overflowing in the norm (on CPU only where
         # a norm is out of range; then ``norms`` is None and the function computes them)
         x, norms = rescale_rows(x, return_norms=True)
-    if isinstance(a, (int, float)) and not isinstance(a, bool):
+    if isinstance(a, torch.Tensor):
+        # the checks a Python number gets, on the tensor's values: on CPU always (free), on
+        # CUDA when ``check`` asks for the host read; never inside torch.compile
+        a = check_scale_tensor(a, "a", x, values=not compiling and (check or a.is_cpu))
+    elif isinstance(a, (int, float, numbers.Real)) and not isinstance(a, (bool, np.bool_)):
         a = float(a)  # one scale for every matrix: kept a Python number
         # (under torch.compile with dynamic shapes ``a`` is symbolic: checked at trace time by
         # the caller's own arguments, not here)
-        if not torch.compiler.is_compiling() and not (math.isfinite(a) and a >= 0):
+        if not compiling and not (math.isfinite(a) and a >= 0):
             raise ValueError(f"a must be a finite number >= 0, got {a}")
-    else:
+    elif isinstance(a, (torch.SymFloat, torch.SymInt)):
+        # a symbolic scale under torch.compile (dynamic shapes): checked where it was made
         a = torch.as_tensor(a, dtype=x.dtype, device=x.device).expand(x.shape[:-2]).detach()
-    if check and not torch.compiler.is_compiling() and (x.device.type == "cpu" or normalize):
+    else:
+        raise TypeError(
+            f"a must be a finite number >= 0 or a tensor of the batch shape, got "
+            f"{type(a).__name__} {a!r}"
+        )
+    if check and not compiling and (x.device.type == "cpu" or normalize):
         check_gram_scale(x, a, name, normalize)  # a·XXᵀ beyond the dtype: a clear error
     return _HalfLogdetGram.apply(x, a, normalize, check, name, norms)
 
@@ -558,8 +579,7 @@ def coding_rate_reduction(
     check_compute_dtype(compute_dtype)
     labels = labels.to(z.device)
     if num_classes is not None:
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        num_classes = check_int(num_classes, "num_classes", minimum=1)
     compiling = torch.compiler.is_compiling()
     if num_classes is not None and check and not compiling:
         if bool(((labels < 0) | (labels >= num_classes)).any()):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
@@ -18,7 +19,7 @@ from ._checks import (
     rescale_rows,
 )
 
-__all__ = ["ranked_list_loss"]
+__all__ = ["RankedListParts", "ranked_list_loss", "ranked_list_loss_parts"]
 
 # squared distances at or below this fraction of ‖x‖² + ‖y‖² are read as 0 (distances below
 # ~1e-6 of the rows' norm, on the unit sphere 1.4e-6): the float64 Gram product's rounding error
@@ -137,18 +138,55 @@ def ranked_list_loss(
     >>> ranked_list_loss(z, torch.tensor([0, 0, 1]), margin=0.4)  # α = 1.2, d_02 = √0.8
     tensor([0.3056, 0.3056, 0.3056])
     """
-    return _ranked_list_loss_parts(
+    return ranked_list_loss_parts(
         embeddings, labels, ref_emb, ref_labels, margin=margin, alpha=alpha, Tn=Tn, Tp=Tp,
         lam=lam, normalize=normalize, detach_weights=detach_weights,
         query_grad_only=query_grad_only, check=check,
-    )[0]
+    ).losses
 
 
-def _ranked_list_loss_parts(
-    embeddings, labels, ref_emb, ref_labels, *, margin, alpha, Tn, Tp, lam, normalize,
-    detach_weights, query_grad_only, check,
-):
-    """:func:`ranked_list_loss` plus the masks of P* and N* (for the class's statistics)."""
+class RankedListParts(NamedTuple):
+    """:func:`ranked_list_loss_parts`: the per-query losses and the pair sets they were taken on."""
+
+    losses: torch.Tensor
+    positives: torch.Tensor
+    negatives: torch.Tensor
+
+
+def ranked_list_loss_parts(
+    embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    ref_emb: torch.Tensor | None = None,
+    ref_labels: torch.Tensor | None = None,
+    *,
+    margin: float = 0.4,
+    alpha: float | None = None,
+    Tn: float = 10.0,
+    Tp: float = 0.0,
+    lam: float = 1.0,
+    normalize: bool = True,
+    detach_weights: bool = True,
+    query_grad_only: bool = False,
+    check: bool = True,
+) -> RankedListParts:
+    """:func:`ranked_list_loss` together with the pair sets P* and N* it averaged over.
+
+    Arguments, checks and numerics are those of :func:`ranked_list_loss` (which returns
+    ``ranked_list_loss_parts(...).losses``).
+
+    Returns:
+        ``RankedListParts(losses, positives, negatives)``: the (batch_size,) per-query losses,
+        and two (batch_size, n_ref) bool masks, ``positives[i, j]`` when j ∈ P*_i (a violating
+        positive: same class, j ≠ i, d_ij > α − m) and ``negatives[i, j]`` when j ∈ N*_i (a
+        violating negative: other class, d_ij < α). ``RankedListLoss`` records their sums as
+        ``num_positive_pairs`` and ``num_negative_pairs``.
+
+    Example:
+        >>> z = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.6, 0.8]])
+        >>> parts = ranked_list_loss_parts(z, torch.tensor([0, 0, 1]), margin=0.4)
+        >>> parts.positives.sum().item(), parts.negatives.sum().item()  # d_01 = 0 ≤ α − m
+        (0, 4)
+    """
     check_embeddings(embeddings)
     check_labels(labels, embeddings.shape[0])
     normalize = check_flag(normalize, "normalize")
@@ -208,4 +246,4 @@ def _ranked_list_loss_parts(
                 f"distances up to {float(d.detach().max()):g}); rescale the embeddings, pass "
                 "float64 or use normalize=True"
             )
-        return loss, positives, negatives
+        return RankedListParts(loss, positives, negatives)

@@ -188,7 +188,17 @@ class AntiCollapseLoss(UsesCodingRate, BaseMetricLossFunction):
         gathered = (ref_emb, ref_labels) if ctx.kind == "wrapper-efficient" else None
         if ref_emb is embeddings and ref_labels is labels:
             ref_emb = ref_labels = None  # PML filled them in; proxy losses refuse them
-        wrapped = self.loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)
+        try:
+            wrapped = self.loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)
+        except NotImplementedError as exc:  # e.g. torch.cdist has no CPU bfloat16 kernel
+            if embeddings.dtype not in (torch.float16, torch.bfloat16):
+                raise
+            raise TypeError(
+                f"embeddings of dtype {embeddings.dtype} are not supported by the wrapped "
+                f"{type(self.loss).__name__} on {embeddings.device.type} ({exc}); pass float32 "
+                f"embeddings or compute them under torch.autocast, which hands PML's distances "
+                f"float32"
+            ) from exc
         loss_dict = {"loss": already_reduced(self.loss_weight * wrapped)}
         if self.target in ("embeddings", "both"):
             rows = D.global_rows([(embeddings, None)], self.distributed, ctx, gathered)

@@ -20,14 +20,15 @@ from ..functional._checks import (
     check_ref,
     resolve_check,
 )
-from ..functional.ranked_list import _ranked_list_loss_parts, ranked_list_loss  # noqa: F401
+from ..functional.ranked_list import ranked_list_loss_parts
 
 
 class RankedListLoss(BaseMetricLossFunction):
     """Minimises the Ranked List Loss L_P + λ·L_N, averaged over the queries of the batch.
 
-    The math is :func:`ranked_list_loss`; see it for the formula, the T_p option and the
-    mapping from PML's ``imbalance`` (λ = imbalance / (1 − imbalance), at scale 1 − imbalance).
+    The math is :func:`~pml_anticollapse.functional.ranked_list_loss` (with the pair sets from
+    :func:`~pml_anticollapse.functional.ranked_list_loss_parts`); see it for the formula, the T_p
+    option and the mapping from PML's ``imbalance`` (λ = imbalance / (1 − imbalance), at scale 1 − imbalance).
     Defaults reproduce "RLL-Simpler": α = 1 + m/2, here with the paper's SOP setting m = 0.4,
     T_n = 10 (so α = 1.2), λ = 1, T_p = 0.
 
@@ -125,7 +126,7 @@ class RankedListLoss(BaseMetricLossFunction):
         check_no_indices_tuple(indices_tuple, type(self).__name__)
         if ref_emb is embeddings and ref_labels is labels:
             ref_emb = ref_labels = None
-        losses, positives, negatives = _ranked_list_loss_parts(
+        losses, positives, negatives = ranked_list_loss_parts(
             embeddings,
             labels,
             ref_emb,

@@ -19,26 +19,19 @@ from ..functional._checks import (
     rescale_rows,
     resolve_check,
 )
+from ..functional.easy_positive import (
+    NEG_STRATEGIES,
+    SEMIHARD_FALLBACKS,
+    EasyPositiveTriplets,
+    distance_weighted_log_weights,
+    easy_positive_triplets,
+)
 
-NEG_STRATEGIES = ("semihard", "hard", "distance_weighted", "all")
-SEMIHARD_FALLBACKS = ("hard", "skip")
+__all__ = ["EasyPositiveMiner", "distance_weighted_log_weights"]
 
-
-def distance_weighted_log_weights(
-    d: torch.Tensor, dim: int, cutoff: float, nonzero_loss_cutoff: float
-) -> torch.Tensor:
-    """log of Wu et al.'s negative weights 1/q(d), −inf where d ≥ nonzero_loss_cutoff.
-
-    q(d) ∝ d^(n−2)·(1 − d²/4)^((n−3)/2) is the density of the distance between two uniform
-    points of the unit sphere in R^n; d is first clipped below at ``cutoff`` (which caps the
-    weights, the paper's λ), so log(1/q) = (2 − n)·log d − ((n − 3)/2)·log(1 − d²/4). Computed
-    in float64.
-    """
-    d64 = d.to(torch.float64)
-    dc = d64.clamp(min=cutoff)
-    inner = (1.0 - 0.25 * dc * dc).clamp_min(1e-12)
-    logw = (2.0 - dim) * torch.log(dc) - ((dim - 3.0) / 2.0) * torch.log(inner)
-    return logw.masked_fill(d64 >= nonzero_loss_cutoff, float("-inf"))
+#: float16 and bfloat16 rows are mined in float32 (indices only: no gradient to keep), since
+#: PML's distances run ``torch.cdist`` / matmuls that have no CPU kernel for them
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 class EasyPositiveMiner(BaseMiner):
@@ -59,7 +52,7 @@ class EasyPositiveMiner(BaseMiner):
       ``num_negative_fallbacks``); ``"skip"`` drops the anchor (counted in ``num_skipped_anchors``).
     - ``"distance_weighted"``: one negative drawn with probability ∝ 1/q(max(d, cutoff)) among
       those with d < ``nonzero_loss_cutoff`` (Wu et al. 2017; see
-      :func:`distance_weighted_log_weights`); uniform over all negatives when none is that
+      :func:`~pml_anticollapse.functional.distance_weighted_log_weights`); uniform over all negatives when none is that
       close (a fallback, counted in ``num_negative_fallbacks``). Needs
       ``LpDistance(p=2, power=1, normalize_embeddings=True)``; draws use ``generator`` (or the
       global RNG), so a fixed seed reproduces them.
@@ -160,10 +153,15 @@ class EasyPositiveMiner(BaseMiner):
         check_labels(labels, embeddings.shape[0])
         check_ref(ref_emb, ref_labels, embeddings, same_dtype=True, allow_empty=True)
         check_finite_if(self.check, (embeddings, "embeddings"), (ref_emb, "ref_emb"))
+        self_ref = ref_emb is None or ref_emb is embeddings
+        if embeddings.dtype in _LOW_PRECISION:  # mined in float32: see _LOW_PRECISION
+            embeddings = embeddings.detach().float()
+            ref_emb = None if ref_emb is None else (
+                embeddings if self_ref else ref_emb.detach().float()
+            )
         if getattr(self.distance, "normalize_embeddings", False):
             # the distance normalises the rows: scaling a row first changes nothing but keeps
             # its square in range (float32 rows of 1e30 would otherwise become zero vectors)
-            self_ref = ref_emb is None or ref_emb is embeddings
             with torch.no_grad():
                 embeddings = rescale_rows(embeddings)
                 ref_emb = None if ref_emb is None else (
@@ -172,82 +170,39 @@ class EasyPositiveMiner(BaseMiner):
         return super().forward(embeddings, labels, ref_emb, ref_labels)
 
     def mine(self, embeddings, labels, ref_emb, ref_labels):
-        dev = embeddings.device
-        n, r = embeddings.shape[0], ref_emb.shape[0]
-        if n == 0 or r == 0:
-            empty = torch.zeros(0, dtype=torch.long, device=dev)
-            self._set_counts(*(torch.zeros(n, dtype=torch.bool, device=dev),) * 5)
-            return empty, empty, empty
-        mat = self.distance(embeddings, ref_emb)
-        if resolve_check(self.check, mat) and not bool(torch.isfinite(mat).all()):
-            raise ValueError(
-                f"the distances between embeddings and ref_emb must be finite, got NaN or inf "
-                f"from {type(self.distance).__name__}(normalize_embeddings="
-                f"{getattr(self.distance, 'normalize_embeddings', None)}): the embeddings are too "
-                f"large to square; rescale them or use a distance that normalises them"
-            )
-        ref_labels = ref_labels.to(dev)
-        if self.distance.is_inverted:
-            far = -mat  # larger = farther, whatever the distance
-            gap = (2.0 - 2.0 * mat).clamp_min(0.0).sqrt()
+        self_ref = ref_emb is embeddings
+        if embeddings.shape[0] and ref_emb.shape[0]:
+            mat = self.distance(embeddings, ref_emb)
+            if resolve_check(self.check, mat) and not bool(torch.isfinite(mat).all()):
+                raise ValueError(
+                    f"the distances between embeddings and ref_emb must be finite, got NaN or inf "
+                    f"from {type(self.distance).__name__}(normalize_embeddings="
+                    f"{getattr(self.distance, 'normalize_embeddings', None)}): the embeddings are "
+                    f"too large to square; rescale them or use a distance that normalises them"
+                )
         else:
-            far, gap = mat, mat
-        same = labels.unsqueeze(1) == ref_labels.unsqueeze(0)
-        if ref_emb is embeddings:
-            same = same & ~torch.eye(n, dtype=torch.bool, device=dev)
-        other = ~(labels.unsqueeze(1) == ref_labels.unsqueeze(0))
-        eligible = same & (gap > self.min_pos_distance)
-        big = torch.finfo(far.dtype).max
+            mat = embeddings.new_zeros(embeddings.shape[0], ref_emb.shape[0])
+        out = easy_positive_triplets(
+            embeddings,
+            labels,
+            None if self_ref else ref_emb,
+            None if self_ref else ref_labels,
+            neg_strategy=self.neg_strategy,
+            min_pos_distance=self.min_pos_distance,
+            semihard_fallback=self.semihard_fallback,
+            cutoff=self.cutoff,
+            nonzero_loss_cutoff=self.nonzero_loss_cutoff,
+            generator=self.generator,
+            distances=mat,
+            similarity=self.distance.is_inverted,
+            check=False,  # checked above, with a message that names the distance
+        )
+        self._set_counts(out)
+        return out.anchors, out.positives, out.negatives
 
-        has_pos = eligible.any(1)
-        pos_far, pos_idx = far.masked_fill(~eligible, big).min(1)
-        nearest_same = far.masked_fill(~same, big).argmin(1)
-        duplicate = same.any(1) & ~eligible.gather(1, nearest_same.unsqueeze(1)).squeeze(1)
-        has_neg = other.any(1)
-        fallback = torch.zeros_like(has_pos)
-        keep = has_pos & has_neg
-
-        hard_idx = far.masked_fill(~other, big).argmin(1)
-        if self.neg_strategy == "hard":
-            neg_idx = hard_idx
-        elif self.neg_strategy == "semihard":
-            semi = other & (far > pos_far.unsqueeze(1))
-            has_semi = semi.any(1)
-            neg_idx = torch.where(has_semi, far.masked_fill(~semi, big).argmin(1), hard_idx)
-            if self.semihard_fallback == "hard":
-                fallback = keep & ~has_semi
-            else:
-                keep = keep & has_semi
-        elif self.neg_strategy == "distance_weighted":
-            logw = distance_weighted_log_weights(
-                mat, embeddings.shape[1], self.cutoff, self.nonzero_loss_cutoff
-            ).masked_fill(~other, float("-inf"))
-            has_close = torch.isfinite(logw).any(1)
-            fallback = keep & ~has_close
-            # uniform over the negatives when none is close; over everything for rows that are
-            # skipped anyway (multinomial needs a positive row sum)
-            uniform = torch.where(other, 0.0, float("-inf")).to(logw)
-            logw = torch.where(has_close.unsqueeze(1), logw, uniform)
-            logw = torch.where(has_neg.unsqueeze(1), logw, torch.zeros_like(logw))
-            neg_idx = self._sample(torch.softmax(logw, dim=1))
-        else:  # "all"
-            self._set_counts(has_pos, has_neg, keep, duplicate, fallback)
-            a, neg = torch.where(other & keep.unsqueeze(1))
-            return a, pos_idx[a], neg
-
-        self._set_counts(has_pos, has_neg, keep, duplicate, fallback)
-        a = torch.where(keep)[0]
-        return a, pos_idx[a], neg_idx[a]
-
-    def _sample(self, probs: torch.Tensor) -> torch.Tensor:
-        g = self.generator
-        if g is not None and g.device != probs.device:
-            return torch.multinomial(probs.to(g.device), 1, generator=g).squeeze(1).to(probs.device)
-        return torch.multinomial(probs, 1, generator=g).squeeze(1)
-
-    def _set_counts(self, has_pos, has_neg, keep, duplicate, fallback):
-        self.num_anchors_without_positive = (~has_pos).sum()
-        self.num_anchors_without_negative = (~has_neg).sum()
-        self.num_skipped_anchors = (~keep).sum()
-        self.num_duplicate_positives = duplicate.sum()
-        self.num_negative_fallbacks = fallback.sum()
+    def _set_counts(self, out: EasyPositiveTriplets) -> None:
+        self.num_anchors_without_positive = (~out.has_positive).sum()
+        self.num_anchors_without_negative = (~out.has_negative).sum()
+        self.num_skipped_anchors = (~out.kept).sum()
+        self.num_duplicate_positives = out.duplicate_positive.sum()
+        self.num_negative_fallbacks = out.negative_fallback.sum()

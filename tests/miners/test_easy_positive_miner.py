@@ -358,3 +358,98 @@ class TestHardening:
     def test_check_must_be_a_bool(self):
         with pytest.raises(TypeError, match=r"check must be a bool \(True or False\), got str"):
             EasyPositiveMiner(check="False")
+
+
+class TestFunctionalTwin:
+    """``functional.easy_positive_triplets``: the same triplets as the brute-force reference, and
+    the class is a thin adapter over it."""
+
+    @pytest.mark.parametrize("neg_strategy", DETERMINISTIC)
+    @pytest.mark.parametrize("with_ref", [False, True], ids=["self", "ref"])
+    def test_against_brute_force(self, neg_strategy, with_ref):
+        from pml_anticollapse.functional import easy_positive_triplets
+
+        z, labels = _batch(seed=7)
+        ref, ref_labels = _batch(n_classes=6, per_class=5, seed=8) if with_ref else (None, None)
+        out = easy_positive_triplets(z, labels, ref, ref_labels, neg_strategy=neg_strategy)
+        got = set(zip(out.anchors.tolist(), out.positives.tolist(), out.negatives.tolist(),
+                      strict=True))
+        assert got == ref_easy_positive_triplets(
+            z, labels, ref, ref_labels, neg_strategy=neg_strategy
+        )
+
+    @pytest.mark.parametrize("neg_strategy", DETERMINISTIC)
+    def test_class_equals_function(self, neg_strategy):
+        from pml_anticollapse.functional import easy_positive_triplets
+
+        z, labels = _batch(seed=9)
+        z[3] = z[2]  # a duplicate, so that the counts are not all zero
+        miner = EasyPositiveMiner(neg_strategy=neg_strategy)
+        a, p, n = miner(z, labels)
+        out = easy_positive_triplets(z, labels, neg_strategy=neg_strategy)
+        for got, want in zip((a, p, n), out[:3], strict=True):
+            assert torch.equal(got, want)
+        assert int(miner.num_duplicate_positives) == int(out.duplicate_positive.sum()) == 2
+        assert int(miner.num_skipped_anchors) == int((~out.kept).sum())
+
+    def test_similarity_matrix(self):
+        # cosine similarities of unit rows: the same choices as the Euclidean distances
+        from pml_anticollapse.functional import easy_positive_triplets
+
+        z, labels = _batch(seed=10)
+        x = torch.nn.functional.normalize(z, dim=1)
+        by_sim = easy_positive_triplets(z, labels, distances=x @ x.T, similarity=True,
+                                        neg_strategy="semihard")
+        by_dist = easy_positive_triplets(z, labels, neg_strategy="semihard")
+        for got, want in zip(by_sim[:3], by_dist[:3], strict=True):
+            assert torch.equal(got, want)
+
+    @pytest.mark.parametrize("call, exc, match", [
+        (dict(distances=torch.zeros(3, 3)), ValueError, r"distances must have shape \(20, 20\)"),
+        (dict(distances=torch.zeros(20, 20, dtype=torch.long)), TypeError,
+         "distances must be a floating-point"),
+        (dict(similarity=True), ValueError, "similarity=True needs a distances matrix"),
+        (dict(neg_strategy="distance_weighted", normalize=False), ValueError,
+         "neg_strategy='distance_weighted' needs Euclidean distances"),
+        (dict(cutoff=1.5), ValueError, r"nonzero_loss_cutoff must be greater than cutoff"),
+        (dict(generator=0), TypeError, "generator must be a torch.Generator or None, got int"),
+    ], ids=["shape", "dtype", "similarity", "dw-unnormalised", "cutoffs", "generator"])
+    def test_bad_arguments(self, call, exc, match):
+        from pml_anticollapse.functional import easy_positive_triplets
+
+        z, labels = _batch()
+        with pytest.raises(exc, match=match):
+            easy_positive_triplets(z, labels, **call)
+
+
+class TestLowPrecision:
+    """float16/bfloat16 rows (as autocast hands them) are mined in float32: the triplets of the
+    rounded rows, against the float64 brute force fed the same rounded rows."""
+
+    @pytest.mark.parametrize("low", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+    @pytest.mark.parametrize("distance", [None, CosineSimilarity()], ids=["lp", "cosine"])
+    @pytest.mark.parametrize("neg_strategy", ["hard", "semihard"])
+    def test_triplets_of_the_rounded_rows(self, low, distance, neg_strategy):
+        z, labels = _batch(seed=11, spread=1.5)
+        zl = z.to(low)
+        kwargs = {} if distance is None else {"distance": distance}
+        out = EasyPositiveMiner(neg_strategy=neg_strategy, **kwargs)(zl, labels)
+        want = ref_easy_positive_triplets(zl.double(), labels, neg_strategy=neg_strategy)
+        assert _triplets(out) == want
+
+    @pytest.mark.parametrize("low", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+    def test_functional_and_ref_emb(self, low):
+        from pml_anticollapse.functional import easy_positive_triplets
+
+        z, labels = _batch(seed=12, spread=1.5)
+        ref, ref_labels = _batch(n_classes=6, per_class=5, seed=13)
+        out = easy_positive_triplets(z.to(low), labels, ref.to(low), ref_labels,
+                                     neg_strategy="hard")
+        got = set(zip(out.anchors.tolist(), out.positives.tolist(), out.negatives.tolist(),
+                      strict=True))
+        want = ref_easy_positive_triplets(z.to(low).double(), labels, ref.to(low).double(),
+                                          ref_labels, neg_strategy="hard")
+        assert got == want
+        miner_out = EasyPositiveMiner(neg_strategy="hard")(z.to(low), labels, ref.to(low),
+                                                          ref_labels)
+        assert _triplets(miner_out) == want
