@@ -163,6 +163,8 @@ class Cell:
     sampler: samplers.MPerClassSampler | None = None
     #: ``evaluation.interval`` (0: test at the end only)
     interval: int = 0
+    #: the tester of the tests before the last epoch (the curve's metrics only, no records)
+    curve_evaluator: Evaluator | None = None
     #: one entry per test during training (:func:`test_during_training`), in epoch order
     curve: list = dataclasses.field(default_factory=list)
     #: the full test result of the last epoch when a test during training produced it
@@ -184,6 +186,10 @@ def build_cell(cfg: Config, data: ProtocolData, method: MethodSpec, device: torc
     cell = Cell(trunk, embedder, keeper, hooks, evaluator,
                 epochs=0 if method.no_learning else t.epochs, iterations=iters,
                 interval=cfg.evaluation.interval)
+    if cell.interval and not method.no_learning:
+        metrics = [m for m in cfg.evaluation.metrics if m in CURVE_METRICS]
+        cell.curve_evaluator = Evaluator(metrics, cfg.evaluation.batch_size, t.num_workers,
+                                         device, hooks=None)
     if method.no_learning:
         return cell
     loss, cell.miner = build_loss_and_miner(cfg, method, data.num_train_classes)
@@ -450,31 +456,39 @@ def test_during_training(cell: Cell, data: ProtocolData, epoch: int) -> dict:
     logic: the reported figure stays the last epoch's). Testing leaves training unchanged: the
     tester's DataLoader draws a seed from torch's generator and an augmenting dataset draws per
     item, so every generator is saved before and restored after, and so is the train/eval flag
-    of every submodule (the tester sets eval mode). The test result of the last epoch is kept as
-    ``cell.final_test``, so that the cell is not tested twice at the end.
+    of every submodule (the tester sets eval mode). The tests before the last epoch compute the
+    ``CURVE_METRICS`` only and are recorded in the record-keeper's ``curve`` group only; the
+    test at the last epoch is the cell's final test (every metric, the accuracies' records): it
+    is kept as ``cell.final_test``, so that the cell is not tested twice at the end.
     """
+    last = epoch == cell.epochs
+    evaluator = cell.evaluator if last else cell.curve_evaluator
     state = rng_state()
     modes = [(m, m.training) for model in (cell.trunk, cell.embedder) for m in model.modules()]
     try:
-        test = cell.evaluator.run(data.query, data.reference, epoch, cell.trunk, cell.embedder)
+        test = evaluator.run(data.query, data.reference, epoch, cell.trunk, cell.embedder)
         train_rank = cell.evaluator.effective_rank_of(training_view(data.train), cell.trunk,
                                                       cell.embedder)
     finally:
         for m, training_flag in modes:
             m.training = training_flag
         set_rng_state(state)
-    entry = {"epoch": int(epoch), **test["metrics"], "train_effective_rank": train_rank}
+    metrics = {k: v for k, v in test["metrics"].items() if k in CURVE_METRICS}
+    entry = {"epoch": int(epoch), **metrics, "train_effective_rank": train_rank}
     cell.curve.append(entry)
     cell.keeper.update_records(
         {k: v for k, v in entry.items() if k != "epoch"}, epoch, parent_name=CURVE_RECORDS
     )
-    if epoch == cell.epochs:
+    if last:
         cell.final_test = test
     return entry
 
 
 #: The record-keeper group (csv file / sqlite table) of the per-epoch curve.
 CURVE_RECORDS = "curve"
+#: The metrics of the curve (those of ``evaluation.metrics`` among them), besides the effective
+#: ranks: the tests before the last epoch compute only these (NMI's k-means is left to the end).
+CURVE_METRICS = ("precision_at_1", "r_precision", "mean_average_precision_at_r", "effective_rank")
 
 
 def evaluate_cell(cell: Cell, data: ProtocolData) -> dict:

@@ -233,3 +233,23 @@ class TestCurve:
         assert [r["~iteration~"] for r in got] == [1, 2]  # the epoch
         for row, entry in zip(got, result["curve"]):
             assert row["train_effective_rank"] == pytest.approx(entry["train_effective_rank"])
+
+    def test_records_equal_those_without_intermediate_tests_but_the_curve(self, tmp_path,
+                                                                           one_thread):
+        """The losses and the final accuracies are recorded as without ``interval``; the tests
+        before the last epoch add the ``curve`` group only (no NMI: their cheaper tester)."""
+        dumps = []
+        for interval in (0, 1):
+            cfg, protocol = _cell(interval)
+            run = str(tmp_path / str(interval))
+            result = train.run_cell(cfg, run, protocol, cfg.methods[0], 0, CPU)
+            records = train.cell_paths(run, "zs", "triplet", 0)["records"]
+            dumps.append(sqlite_dump(os.path.join(records, "logs.db")))
+        curve = dumps[1].pop(train.CURVE_RECORDS)
+        assert len(curve) == 3
+        sequence = dumps[1]["sqlite_sequence"]
+        assert (train.CURVE_RECORDS, 3) in sequence
+        dumps[1]["sqlite_sequence"] = [r for r in sequence if r[0] != train.CURVE_RECORDS]
+        assert dumps[0] == dumps[1]
+        assert all("NMI" not in e for e in result["curve"])
+        assert "NMI" in result["metrics"]

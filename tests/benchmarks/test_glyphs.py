@@ -317,13 +317,13 @@ class TestProtocols:
         pairs = set(zip(query.characters, query.labels.tolist()))
         assert len(pairs) == len({c for c, _ in pairs}) == len({lab for _, lab in pairs})
 
-    def test_items_are_normalised_rgb_tensors(self, protocols):
+    def test_items_are_normalised_grey_tensors(self, protocols):
+        from benchmarks.harness.datasets.glyphs import GREY_MEAN, GREY_STD
+
         x, y = protocols["zs"].query[0]
-        assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and isinstance(y, int)
-        mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)  # ImageNet, as the real data
-        std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
-        pixels = torch.from_numpy(protocols["zs"].query.images[0]).double() / 255
-        torch.testing.assert_close((x * std + mean).double(), pixels.expand(3, 32, 32),
+        assert x.shape == (1, 32, 32) and x.dtype == torch.float32 and isinstance(y, int)
+        pixels = protocols["zs"].query.images[0].double() / 255
+        torch.testing.assert_close((x[0] * GREY_STD + GREY_MEAN).double(), pixels,
                                    atol=1e-6, rtol=0)
 
     def test_training_shift_keeps_the_ink(self, protocols):
@@ -394,10 +394,12 @@ class TestModel:
     def test_registered_cnn(self, name, dim):
         from benchmarks.harness.models import ModelOptions, build_model
 
-        trunk, embedder = build_model(ModelOptions(name=name, embedding_size=48), (3, 32, 32))
-        assert trunk.output_dim == dim
-        z = embedder(trunk(torch.randn(4, 3, 32, 32)))
-        assert z.shape == (4, 48)
+        for channels in (1, 3):
+            trunk, embedder = build_model(ModelOptions(name=name, embedding_size=48),
+                                          (channels, 32, 32))
+            assert trunk.output_dim == dim
+            z = embedder(trunk(torch.randn(4, channels, 32, 32)))
+            assert z.shape == (4, 48)
 
     def test_vector_input_is_refused(self):
         from benchmarks.harness.models import ModelOptions, build_model

@@ -24,9 +24,9 @@ retrieves fold k of ``validation_folds`` class-disjoint folds of the *training* 
 trained on the other folds; ``validation: true`` (superclass) leaves the test fonts out entirely
 and holds out ``test_fonts`` of the training fonts instead.
 
-Images: uint8 32×32 (glyph fitted into 28 px), fed through the same transforms as the real
-image datasets (``ToRGB`` + ``ToNormalizedTensor`` of ``datasets.real``) plus, for training, a
-random shift of up to ``augment_shift`` pixels (zero fill). Items are float32 (3, S, S).
+Images: uint8 32×32 (glyph fitted into 28 px), one grey channel; for training, a random shift
+of up to ``augment_shift`` pixels (zero fill). Items are float32 (1, S, S) (:class:`GlyphImages`).
+The model: ``models/glyph_cnn.py``.
 """
 
 from __future__ import annotations
@@ -38,10 +38,8 @@ import numpy as np
 import torch
 
 from ..glyphs import charsets, fonts, render
-from ..models import AvgMaxPool, FrozenBNMixin, ModelOptions, register_model
 from ..schema import Check, non_negative_int, one_of, option, positive_int
 from . import DatasetBase, ProtocolBase, ProtocolData, register_dataset, register_protocol
-from .real import Compose, ToNormalizedTensor, ToRGB
 
 _fraction = Check("a number in (0, 1)", lambda v: 0 < v < 1)
 _at_least_2 = Check("an integer >= 2", lambda v: v >= 2)
@@ -49,65 +47,91 @@ _at_least_2 = Check("an integer >= 2", lambda v: v >= 2)
 
 # ------------------------------------------------------------------------------ images
 
+#: The grey level's normalisation: x/255, then (x - GREY_MEAN) / GREY_STD (the averages over the
+#: three channels of ImageNet's normalisation, which the RGB copies of a glyph used before).
+GREY_MEAN, GREY_STD = 0.449, 0.226
 
-class RandomShift:
-    """Shift a PIL image by up to ``max_shift`` pixels in x and y (zero fill), drawn from torch's
-    global generator (so a seeded, resumed run draws the same shifts)."""
 
-    def __init__(self, max_shift: int):
-        self.max_shift = int(max_shift)
+def shift_images(images: torch.Tensor, shifts: torch.Tensor, max_shift: int) -> torch.Tensor:
+    """Each image of ``images`` (N, H, W) moved by its ``shifts[k] = (dx, dy)`` pixels (right and
+    down for positive values; zero fill), for |dx|, |dy| <= ``max_shift``: one padded copy of
+    the batch and one gather, on any dtype (uint8 here)."""
+    n, h, w = images.shape
+    s = int(max_shift)
+    padded = torch.nn.functional.pad(images, (s, s, s, s))
+    rows = (s - shifts[:, 1]).view(n, 1, 1) + torch.arange(h).view(1, h, 1)
+    cols = (s - shifts[:, 0]).view(n, 1, 1) + torch.arange(w).view(1, 1, w)
+    return padded[torch.arange(n).view(n, 1, 1), rows, cols]
 
-    def __call__(self, img):
-        from PIL import Image
 
-        if self.max_shift == 0:
-            return img
-        dx, dy = torch.randint(-self.max_shift, self.max_shift + 1, (2,)).tolist()
-        out = Image.new(img.mode, img.size, 0)
-        out.paste(img, (dx, dy))
-        return out
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, H, W) → float32 (N, 1, H, W), normalised with ``GREY_MEAN`` / ``GREY_STD``."""
+    return ((images.to(torch.float32) / 255.0 - GREY_MEAN) / GREY_STD).unsqueeze(1)
 
 
 class GlyphImages(torch.utils.data.Dataset):
-    """uint8 glyph images (N, S, S) with ``labels``; items ``(float32 (3, S, S), int)``.
+    """uint8 glyph images (N, S, S) with ``labels``; items ``(float32 (1, S, S), int)``.
+
+    A glyph is one grey channel (white ink on black), normalised by :func:`to_float`; with
+    ``max_shift`` > 0 (training), each item is first shifted by up to ``max_shift`` pixels in x
+    and y (zero fill), the shift ``(dx, dy)`` drawn from torch's global generator (so a seeded,
+    resumed run draws the same shifts). Everything stays in torch (no PIL, no per-item numpy):
+    ``__getitems__`` (which PyTorch's DataLoader calls with a batch's indices) draws the
+    batch's shifts in one call — the same numbers, in the same order, as one draw of two per item
+    — and shifts and normalises the batch at once; ``__getitem__`` is the same for one item.
 
     ``characters[i]`` and ``fonts[i]`` name what image ``i`` shows (for reports and tests).
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform, characters, fonts):
-        if images.shape[0] != labels.shape[0]:
+    def __init__(self, images, labels, max_shift: int, characters, fonts):
+        images = torch.as_tensor(np.asarray(images))
+        if images.dtype != torch.uint8 or images.ndim != 3:
+            raise ValueError(
+                f"images must be uint8 of shape (N, S, S), got {images.dtype} {tuple(images.shape)}"
+            )
+        if images.shape[0] != len(labels):
             raise ValueError(
                 f"images and labels must have the same length, got {images.shape[0]} and "
-                f"{labels.shape[0]}"
+                f"{len(labels)}"
+            )
+        if not isinstance(max_shift, int) or not 0 <= max_shift < images.shape[-1]:
+            raise ValueError(
+                f"max_shift must be an integer in [0, {images.shape[-1]}), got {max_shift!r}"
             )
         self.images = images
-        self.labels = torch.as_tensor(labels, dtype=torch.long)
-        self.transform = transform
+        self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+        self.max_shift = max_shift
         self.characters = list(characters)
         self.fonts = list(fonts)
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
-    def __getitem__(self, i):
-        from PIL import Image
+    def batch(self, indices) -> torch.Tensor:
+        """float32 (len(indices), 1, S, S): the images, shifted when ``max_shift`` > 0."""
+        idx = torch.as_tensor(indices, dtype=torch.long).view(-1)
+        images = self.images[idx]
+        if self.max_shift:
+            s = self.max_shift
+            shifts = torch.randint(-s, s + 1, (len(idx), 2))
+            images = shift_images(images, shifts, s)
+        return to_float(images)
 
-        return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
+    def __getitem__(self, i):
+        return self.batch([i])[0], int(self.labels[i])
+
+    def __getitems__(self, indices):
+        x = self.batch(indices)
+        labels = self.labels[torch.as_tensor(indices, dtype=torch.long)].tolist()
+        return list(zip(x.unbind(0), labels))
 
     def without_augmentation(self) -> GlyphImages:
-        """The same images through the evaluation transform (no random shift): the view that
-        validation folds carved from a training set retrieve on."""
-        return GlyphImages(self.images, self.labels.numpy(), make_transform(0, False),
-                           self.characters, self.fonts)
+        """The same images, never shifted: the view that validation folds carved from a training
+        set retrieve on (and that the training set's effective rank is measured on)."""
+        return GlyphImages(self.images, self.labels, 0, self.characters, self.fonts)
 
 
-def make_transform(augment_shift: int, train: bool) -> Compose:
-    """The real datasets' tensor path (RGB, ImageNet normalisation), with ±shift for training."""
-    steps = [RandomShift(augment_shift)] if train and augment_shift else []
-    return Compose([*steps, ToRGB(), ToNormalizedTensor()])
-
-
-def _subset(glyphs: render.GlyphSet, font_idx, char_idx, labels_of_char, transform):
+def _subset(glyphs: render.GlyphSet, font_idx, char_idx, labels_of_char, max_shift: int):
     """Every (font, character) image of the given fonts and characters, fonts outermost."""
     font_idx, char_idx = np.asarray(font_idx), np.asarray(char_idx)
     images = glyphs.images[np.ix_(font_idx, char_idx)]
@@ -115,7 +139,7 @@ def _subset(glyphs: render.GlyphSet, font_idx, char_idx, labels_of_char, transfo
     labels = np.tile(np.asarray(labels_of_char, dtype=np.int64), len(font_idx))
     chars = [glyphs.characters[c] for c in char_idx] * len(font_idx)
     names = [glyphs.fonts[f]["file"] for f in font_idx for _ in char_idx]
-    return GlyphImages(images.reshape(n, *images.shape[2:]), labels, transform, chars, names)
+    return GlyphImages(images.reshape(n, *images.shape[2:]), labels, max_shift, chars, names)
 
 
 # ------------------------------------------------------------------------------ dataset
@@ -288,8 +312,8 @@ class GlyphZeroShot(_GlyphProtocol):
             what = f"validation fold {self.validation_fold}/{self.validation_folds} of training"
         all_fonts = np.arange(nf)
         train = _subset(glyphs, all_fonts, train_c, np.arange(len(train_c)),
-                        make_transform(ds.augment_shift, True))
-        query = _subset(glyphs, all_fonts, test_c, test_c, make_transform(0, False))
+                        ds.augment_shift)
+        query = _subset(glyphs, all_fonts, test_c, test_c, 0)
         return ProtocolData(
             name, train, query, num_train_classes=len(train_c), input_kind="image",
             description=(
@@ -339,8 +363,8 @@ class GlyphSuperclass(_GlyphProtocol):
         coarse = np.empty(len(train_c), dtype=np.int64)
         for g, members in enumerate(np.array_split(rng.permutation(len(train_c)), n_groups)):
             coarse[members] = g
-        train = _subset(glyphs, train_f, train_c, coarse, make_transform(ds.augment_shift, True))
-        query = _subset(glyphs, test_f, train_c, train_c, make_transform(0, False))
+        train = _subset(glyphs, train_f, train_c, coarse, ds.augment_shift)
+        query = _subset(glyphs, test_f, train_c, train_c, 0)
         held = "validation" if self.validation else "held-out"
         return ProtocolData(
             name, train, query, num_train_classes=n_groups, input_kind="image",
@@ -351,49 +375,3 @@ class GlyphSuperclass(_GlyphProtocol):
             provenance=provenance(glyphs),
             extra_files={"sample_grid.png": os.path.join(glyphs.path, render.SAMPLE_GRID)},
         )
-
-
-# ------------------------------------------------------------------------------ model
-
-
-def _conv_block(c_in: int, c_out: int) -> torch.nn.Sequential:
-    return torch.nn.Sequential(
-        torch.nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-        torch.nn.BatchNorm2d(c_out),
-        torch.nn.ReLU(inplace=True),
-    )
-
-
-class GlyphCNN(FrozenBNMixin, torch.nn.Module):
-    """A small CNN for 32×32 glyphs that trains on a CPU: three conv-BN-ReLU stages of
-    ``width``, 2·``width``, 4·``width`` channels, a 2×2 max pool after the first two, then
-    avg+max pooling (``models.AvgMaxPool``) to 4·``width`` features."""
-
-    def __init__(self, in_channels: int = 3, width: int = 32):
-        super().__init__()
-        self.features = torch.nn.Sequential(
-            _conv_block(in_channels, width), torch.nn.MaxPool2d(2),
-            _conv_block(width, 2 * width), torch.nn.MaxPool2d(2),
-            _conv_block(2 * width, 4 * width),
-        )
-        self.pool = AvgMaxPool()
-        self.output_dim = 4 * width
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.features(x))
-
-
-def _glyph_cnn(width: int):
-    def factory(o: ModelOptions, input_shape):
-        if len(input_shape) != 3:
-            raise ValueError(
-                f"model glyph_cnn needs image items (C, H, W), got items of shape {input_shape}"
-            )
-        trunk = GlyphCNN(int(input_shape[0]), width)
-        return trunk, torch.nn.Linear(trunk.output_dim, o.embedding_size)
-
-    return factory
-
-
-register_model("glyph_cnn")(_glyph_cnn(32))  # 32-64-128 channels (REFERENCE §7)
-register_model("glyph_cnn_small")(_glyph_cnn(16))  # 16-32-64 channels

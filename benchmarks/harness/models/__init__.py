@@ -17,7 +17,8 @@ How to add a model
 ------------------
 
 A factory decorated with ``@register_model("my_net")`` in a module of this package (e.g.
-``models/digits.py`` or a new one, imported at the bottom of this file), then
+``models/digits.py``, ``models/glyph_cnn.py`` or a new one, imported at the bottom of this
+file), then
 ``model: {name: my_net}`` in a config. ``--help-config`` lists the registered names.
 """
 
@@ -154,3 +155,7 @@ def _backbone(name: str):
 
 for _name in BACKBONES:
     register_model(_name)(_backbone(_name))
+
+
+from . import glyph_cnn  # noqa: E402,F401  (registers glyph_cnn, glyph_cnn_small)
+from .glyph_cnn import GlyphCNN  # noqa: E402,F401
