@@ -70,7 +70,7 @@ class CodingRateSettings:
     @classmethod
     def from_arguments(
         cls, eps: float | None = None, eps_sq: float | None = None, **settings
-    ) -> "CodingRateSettings":
+    ) -> CodingRateSettings:
         """The settings from a class's arguments: ε or ε² (at most one; default ε² = 0.5)."""
         return cls(eps_sq=resolve_eps_sq(eps, eps_sq), **settings)
 

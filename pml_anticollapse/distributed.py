@@ -66,7 +66,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import sys
-from typing import Iterator, NamedTuple, Sequence
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple, cast, overload
 
 import torch
 import torch.distributed as dist
@@ -273,6 +274,10 @@ def _check_scope(scope: str) -> None:
     check_choice(scope, "distributed", SCOPES)
 
 
+@overload
+def _own_rows(t: torch.Tensor, world_size: int) -> torch.Tensor: ...
+@overload
+def _own_rows(t: None, world_size: int) -> None: ...
 def _own_rows(t: torch.Tensor | None, world_size: int) -> torch.Tensor | None:
     # PML's gather puts this rank's rows first: cat([local, other ranks]).
     return None if t is None else t[: t.shape[0] // world_size]
@@ -319,7 +324,10 @@ def global_rows(
     x = parts[0][0] if len(parts) == 1 else torch.cat([p[0] for p in parts])
     labels = None
     if parts[0][1] is not None:
-        labels = parts[0][1] if len(parts) == 1 else torch.cat([p[1] for p in parts])
+        # every part has labels when the first has (the callers pass them for all or none)
+        labels = parts[0][1] if len(parts) == 1 else torch.cat(
+            [cast(torch.Tensor, p[1]) for p in parts]
+        )
     if ctx.kind == "wrapper-efficient" and scope == "global":
         scale = 1.0 / w  # gathered with gradient, and the wrapper multiplies by W
     elif ctx.kind.startswith("wrapper") and scope == "local":

@@ -62,18 +62,19 @@ def ref_ranked_list_loss(
             w = [torch.exp(Tp * (d - (alpha - margin))) for d in pos]
             if detach_weights:
                 w = [v.detach() for v in w]
-            li = li + sum(wk * (d - (alpha - margin)) for wk, d in zip(w, pos)) / sum(w)
+            terms = (wk * (d - (alpha - margin)) for wk, d in zip(w, pos, strict=True))
+            li = li + sum(terms) / sum(w)
         if neg:
             w = [torch.exp(Tn * (alpha - d)) for d in neg]
             if detach_weights:
                 w = [v.detach() for v in w]
-            li = li + lam * sum(wk * (alpha - d) for wk, d in zip(w, neg)) / sum(w)
+            li = li + lam * sum(wk * (alpha - d) for wk, d in zip(w, neg, strict=True)) / sum(w)
         out.append(li)
     return torch.stack(out)
 
 
 def _dist(a, b) -> float:
-    return math.sqrt(sum((float(u) - float(v)) ** 2 for u, v in zip(a, b)))
+    return math.sqrt(sum((float(u) - float(v)) ** 2 for u, v in zip(a, b, strict=True)))
 
 
 def ref_distance_matrix(z, ref=None, normalize=True):

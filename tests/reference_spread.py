@@ -23,7 +23,7 @@ def _rows(z: torch.Tensor, normalize: bool) -> list[list[float]]:
 
 
 def _sq_dist(a: list[float], b: list[float]) -> float:
-    return math.fsum((u - v) ** 2 for u, v in zip(a, b))
+    return math.fsum((u - v) ** 2 for u, v in zip(a, b, strict=True))
 
 
 def ref_uniformity(z: torch.Tensor, t: float = 2.0, normalize: bool = True) -> float:

@@ -17,7 +17,8 @@ from __future__ import annotations
 import copy
 import inspect
 import pickle
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -89,7 +90,7 @@ def _call(obj, role, z, y):
 def _same(a, b):
     if isinstance(a, tuple):
         assert len(a) == len(b)
-        for x, y in zip(a, b):
+        for x, y in zip(a, b, strict=True):
             torch.testing.assert_close(x, y, rtol=0, atol=0)
     else:
         torch.testing.assert_close(a, b, rtol=0, atol=0)
@@ -252,3 +253,10 @@ class TestLowPrecision:
         got = _call(obj, role, z.to(low), y)
         want = _call(_make(name)[0], role, z.to(low).float(), y)
         _same(got, want)
+
+
+@pytest.mark.parametrize("name", CLASSES)
+def test_every_public_class_has_a_runnable_example(name):
+    # pytest runs it (--doctest-modules on the package); here: that there is one
+    doc = inspect.getdoc(getattr(pml_anticollapse, name)) or ""
+    assert "Example:" in doc and ">>> " in doc, f"{name} has no Example section"

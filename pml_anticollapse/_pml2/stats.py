@@ -9,17 +9,18 @@ package declare and set their statistics only through the functions below.
 from __future__ import annotations
 
 import torch
+from pytorch_metric_learning.utils.module_with_records import ModuleWithRecords
 
 __all__ = ["declare_attributes", "declare_stats", "record_stats", "wants_stats"]
 
 
-def declare_stats(module: torch.nn.Module, *names: str) -> None:
+def declare_stats(module: ModuleWithRecords, *names: str) -> None:
     """Declare ``names`` as recorded statistics of ``module`` (a no-op unless
     ``collect_stats=True``, as in PML)."""
     module.add_to_recordable_attributes(list_of_names=list(names), is_stat=True)
 
 
-def declare_attributes(module: torch.nn.Module, *names: str) -> None:
+def declare_attributes(module: ModuleWithRecords, *names: str) -> None:
     """Declare ``names`` (settings such as a margin) as attributes record-keeper logs."""
     module.add_to_recordable_attributes(list_of_names=list(names), is_stat=False)
 

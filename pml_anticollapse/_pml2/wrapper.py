@@ -94,7 +94,7 @@ def known_wrapper() -> Wrapper:
     if key in _cache:
         return _cache[key]
     init, forward, regular, cross = fns
-    missing = [f"DistributedLossWrapper.{n}" for n, f in zip(names[2:], fns[2:])
+    missing = [f"DistributedLossWrapper.{n}" for n, f in zip(names[2:], fns[2:], strict=True)
                if not inspect.isfunction(f)]
     if not missing:
         if "ref_emb" not in _params(regular):
@@ -108,7 +108,8 @@ def known_wrapper() -> Wrapper:
     if missing:
         return _fail(missing)
     _cache.clear()  # one entry: the current class
-    _cache[key] = Wrapper(cls, regular.__code__, cross.__code__)
+    # both are functions here (``missing`` is empty)
+    _cache[key] = Wrapper(cls, regular.__code__, cross.__code__)  # type: ignore[union-attr]
     return _cache[key]
 
 
@@ -141,7 +142,7 @@ def find_wrapper(frame: FrameType | None) -> tuple[bool, bool] | None:
         code = frame.f_code
         if code is known.regular or code is known.cross_batch:
             local = frame.f_locals
-            efficient = code is known.regular and bool(getattr(local["self"], "efficient"))
+            efficient = code is known.regular and bool(local["self"].efficient)
             return efficient, local.get("ref_emb") is not None
         if code.co_argcount and code.co_varnames[0] == "self":
             owner = frame.f_locals.get("self")

@@ -190,7 +190,7 @@ def check_choice(value: object, name: str, choices: Iterable[str]) -> str:
     choices = tuple(choices)
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def resolve_eps_sq(eps: float | None, eps_sq: float | None, default_eps_sq: float = 0.5) -> float:
@@ -241,8 +241,8 @@ def resolve_check(check: bool | None, tensor: torch.Tensor) -> bool:
 
 
 def check_ref(
-    ref_emb: object,
-    ref_labels: object,
+    ref_emb: torch.Tensor | None,
+    ref_labels: torch.Tensor | None,
     embeddings: torch.Tensor,
     *,
     same_dtype: bool = False,

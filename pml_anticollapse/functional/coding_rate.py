@@ -34,6 +34,7 @@ import math
 import numbers
 import os
 import sys
+import types
 import warnings
 from typing import NamedTuple
 
@@ -41,12 +42,12 @@ import numpy as np
 import torch
 
 from ._checks import (
+    check_batched_matrices,
     check_choice,
     check_compute_dtype,
     check_embeddings,
     check_flag,
     check_gram_scale,
-    check_batched_matrices,
     check_int,
     check_labels,
     check_scale_tensor,
@@ -297,10 +298,11 @@ def _caller_stacklevel() -> int:
     import pml_anticollapse
 
     skip = tuple(
-        os.path.dirname(m.__file__) + os.sep
+        os.path.dirname(m.__file__ or "") + os.sep
         for m in (pml_anticollapse, torch, pytorch_metric_learning)
     )
-    level, frame = 1, sys._getframe(1)  # 1: the frame that will call warnings.warn
+    level = 1  # 1: the frame that will call warnings.warn
+    frame: types.FrameType | None = sys._getframe(1)
     while frame is not None and frame.f_code.co_filename.startswith(skip):
         frame, level = frame.f_back, level + 1
     return level
@@ -359,9 +361,14 @@ def half_logdet_gram(
             rows stay zero), with the normalisation's gradient fused into the backward pass.
 
     Returns:
-        Tensor of shape (...), dtype of ``x`` (float32 for float16/bfloat16). Differentiable once with respect to ``x``;
-        differentiating the gradient again (after ``create_graph=True``) raises a
-        ``RuntimeError``.
+        Tensor of shape (...), dtype of ``x`` (float32 for float16/bfloat16). Differentiable once
+        with respect to ``x``; differentiating the gradient again (after ``create_graph=True``)
+        raises a ``RuntimeError``.
+
+    Example:
+        >>> x = torch.eye(3).expand(2, 3, 3)  # two batches of three orthonormal rows
+        >>> half_logdet_gram(x, torch.tensor([1.0, 3.0]))  # ½·3·log(1 + a)
+        tensor([1.0397, 2.0794])
     """
     normalize = check_flag(normalize, "normalize")
     check = check_flag(check, "check")
@@ -487,8 +494,10 @@ def coding_rate(
         # masked-out rows are zero (and stay zero once normalised): no effect on logdet.
         # torch.where, not a product: a NaN/inf in a masked-out row must not leak in (inf·0).
         x = torch.where(mask[:, None], x, 0.0)
-        m = mask.sum().to(x.dtype).clamp_min(1)  # a tensor: no host sync
-    a = d / (m * eps_sq) if variant == "standard" else m / (d * eps_sq)
+        count: int | torch.Tensor = mask.sum().to(x.dtype).clamp_min(1)  # a tensor: no host sync
+    else:
+        count = m
+    a = d / (count * eps_sq) if variant == "standard" else count / (d * eps_sq)
     return half_logdet_gram(x, a, check=check, name="z", normalize=normalize).to(out_dtype)
 
 

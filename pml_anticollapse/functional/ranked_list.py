@@ -201,17 +201,17 @@ def ranked_list_loss_parts(
     Tp = check_nonnegative(Tp, "Tp")
     lam = check_nonnegative(lam, "lam")
     check_ref(ref_emb, ref_labels, embeddings)
-    self_ref = ref_emb is None
+    self_ref = ref_emb is None  # then ref_labels is None too (check_ref)
+    ref_x: torch.Tensor = embeddings if ref_emb is None else ref_emb
+    ref_y: torch.Tensor = labels if ref_labels is None else ref_labels
     if check:
         check_finite(embeddings)
         if not self_ref:
-            check_finite(ref_emb, "ref_emb")
-    if self_ref:
-        ref_emb, ref_labels = embeddings, labels
+            check_finite(ref_x, "ref_emb")
     out_dtype = torch.float64 if embeddings.dtype == torch.float64 else torch.float32
     with torch.autocast(embeddings.device.type, enabled=False):
         x = embeddings.to(torch.float64)
-        y = x if self_ref else ref_emb.to(dtype=torch.float64)
+        y = x if self_ref else ref_x.to(dtype=torch.float64)
         if normalize:
             x = torch.nn.functional.normalize(rescale_rows(x), dim=1)
             y = x if self_ref else torch.nn.functional.normalize(rescale_rows(y), dim=1)
@@ -229,7 +229,7 @@ def ranked_list_loss_parts(
                 )
 
         labels = labels.to(x.device)
-        ref_labels = ref_labels.to(x.device)
+        ref_labels = ref_y.to(x.device)
         same = labels.unsqueeze(1) == ref_labels.unsqueeze(0)
         if self_ref:
             same = same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)

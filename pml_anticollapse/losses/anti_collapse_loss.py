@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from pytorch_metric_learning.losses import BaseMetricLossFunction, CrossBatchMemory
 
@@ -94,6 +96,15 @@ class AntiCollapseLoss(UsesCodingRate, BaseMetricLossFunction):
 
     Reference: Jiang et al., arXiv 2407.03106 (2024); official code
     NUST-Machine-Intelligence-Laboratory/Anti-Collapse-Loss, commit ec1e0bc, ``criteria/antico.py``.
+
+    Example:
+        >>> import torch
+        >>> from pytorch_metric_learning.losses import ContrastiveLoss
+        >>> from pml_anticollapse import AntiCollapseLoss
+        >>> z, labels = torch.eye(4), torch.tensor([0, 0, 1, 1])
+        >>> loss = AntiCollapseLoss(ContrastiveLoss(), ac_weight=0.1)
+        >>> round(loss(z, labels).item(), 4)  # √2 (contrastive) + 0.1·(−2·log 3)
+        1.1945
     """
 
     def __init__(
@@ -143,10 +154,10 @@ class AntiCollapseLoss(UsesCodingRate, BaseMetricLossFunction):
         declare_stats(self, "embedding_coding_rate", "proxy_coding_rate")
 
     @classmethod
-    def official(cls, loss: BaseMetricLossFunction, **overrides) -> "AntiCollapseLoss":
+    def official(cls, loss: BaseMetricLossFunction, **overrides) -> AntiCollapseLoss:
         """The term as the official code trains it (see the class docstring); any setting may be
         overridden by keyword."""
-        settings = dict(
+        settings: dict[str, Any] = dict(
             target="proxies",
             proxy_set="batch",
             form="exp",

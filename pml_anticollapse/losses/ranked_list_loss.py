@@ -28,7 +28,8 @@ class RankedListLoss(BaseMetricLossFunction):
 
     The math is :func:`~pml_anticollapse.functional.ranked_list_loss` (with the pair sets from
     :func:`~pml_anticollapse.functional.ranked_list_loss_parts`); see it for the formula, the T_p
-    option and the mapping from PML's ``imbalance`` (λ = imbalance / (1 − imbalance), at scale 1 − imbalance).
+    option and the mapping from PML's ``imbalance`` (λ = imbalance / (1 − imbalance), at scale
+    1 − imbalance).
     Defaults reproduce "RLL-Simpler": α = 1 + m/2, here with the paper's SOP setting m = 0.4,
     T_n = 10 (so α = 1.2), λ = 1, T_p = 0.
 
@@ -61,6 +62,13 @@ class RankedListLoss(BaseMetricLossFunction):
     ``num_negative_pairs`` (|N*|).
 
     Reference: Wang et al., CVPR 2019, arXiv 1903.03238.
+
+    Example:
+        >>> import torch
+        >>> from pml_anticollapse import RankedListLoss
+        >>> z = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.6, 0.8]])  # rows 0, 1 coincide
+        >>> round(RankedListLoss()(z, torch.tensor([0, 0, 1])).item(), 4)  # α = 1.2
+        0.3056
     """
 
     def __init__(

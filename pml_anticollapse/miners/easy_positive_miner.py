@@ -52,8 +52,8 @@ class EasyPositiveMiner(BaseMiner):
       ``num_negative_fallbacks``); ``"skip"`` drops the anchor (counted in ``num_skipped_anchors``).
     - ``"distance_weighted"``: one negative drawn with probability ∝ 1/q(max(d, cutoff)) among
       those with d < ``nonzero_loss_cutoff`` (Wu et al. 2017; see
-      :func:`~pml_anticollapse.functional.distance_weighted_log_weights`); uniform over all negatives when none is that
-      close (a fallback, counted in ``num_negative_fallbacks``). Needs
+      :func:`~pml_anticollapse.functional.distance_weighted_log_weights`); uniform over all
+      negatives when none is that close (a fallback, counted in ``num_negative_fallbacks``). Needs
       ``LpDistance(p=2, power=1, normalize_embeddings=True)``; draws use ``generator`` (or the
       global RNG), so a fixed seed reproduces them.
     - ``"all"``: every negative, i.e. one triplet per (anchor, negative).
@@ -95,6 +95,15 @@ class EasyPositiveMiner(BaseMiner):
     Reference: Levi, Xiao, Wang, Darrell, "Rethinking preventing class-collapsing in metric
     learning with margin-based losses", ICCV 2021, arXiv 2006.05162; Wu, Manmatha, Smola,
     Krähenbühl, "Sampling Matters in Deep Embedding Learning", ICCV 2017, arXiv 1706.07567.
+
+    Example:
+        >>> import torch
+        >>> from pml_anticollapse import EasyPositiveMiner
+        >>> z = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-1.0, 0.0]])
+        >>> anchors, positives, negatives = EasyPositiveMiner(neg_strategy="hard")(
+        ...     z, torch.tensor([0, 0, 0, 1]))
+        >>> positives.tolist()  # each anchor's nearest same-class row, not its farthest
+        [1, 0, 1]
     """
 
     def __init__(

@@ -40,6 +40,13 @@ class KoLeoRegularizer(SpreadingRegularizer):
     size there.
 
     Reference: Sablayrolles et al., ICLR 2019, arXiv 1806.03198.
+
+    Example:
+        >>> import torch
+        >>> from pml_anticollapse import KoLeoRegularizer
+        >>> z = torch.eye(4)  # every nearest neighbour at distance √2
+        >>> round(KoLeoRegularizer()(z).item(), 6)  # −log √2
+        -0.346574
     """
 
     def __init__(self, eps: float = 1e-8, *, normalize: bool = True, check: bool | None = None,

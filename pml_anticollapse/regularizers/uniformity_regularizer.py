@@ -37,6 +37,13 @@ class UniformityRegularizer(SpreadingRegularizer):
     size there.
 
     Reference: Wang & Isola, ICML 2020, arXiv 2005.10242.
+
+    Example:
+        >>> import torch
+        >>> from pml_anticollapse import UniformityRegularizer
+        >>> z = torch.tensor([[1.0, 0.0], [-1.0, 0.0]])  # antipodal: U = 4t = 8
+        >>> UniformityRegularizer()(z).item()  # minimised: −U
+        -8.0
     """
 
     def __init__(self, t: float = 2.0, *, normalize: bool = True, check: bool | None = None,

@@ -44,7 +44,7 @@ class TestCodingRateValues:
         assert not torch.allclose(out, coding_rate(z, eps_sq=0.5))
 
     def test_official_figures_of_the_reference_card(self):
-        # REFERENCE.md §1: 45 random unit proxies in 512-d → R ≈ 3.6; collapsed → R ≈ 1.1
+        # 45 random unit proxies in 512-d → R ≈ 3.6; collapsed → R ≈ 1.1
         torch.manual_seed(1)
         p = torch.randn(45, 512, dtype=torch.float64)
         assert coding_rate(p, variant="acl_official").item() == pytest.approx(3.6, abs=0.1)
@@ -122,7 +122,7 @@ class TestRateReduction:
         z = torch.randn(m, d, dtype=dtype)
         y = torch.randint(0, 5, (m,))
         out = coding_rate_reduction(z, y, eps_sq=0.5)
-        for got, want in zip(out, ref_rate_reduction(z, y, 0.5)):
+        for got, want in zip(out, ref_rate_reduction(z, y, 0.5), strict=True):
             _close(got, want, dtype)
 
     def test_absent_classes_contribute_nothing(self, dtype):
@@ -130,13 +130,14 @@ class TestRateReduction:
         y = torch.tensor([0, 3, 7] * 6 + [3, 0])
         with_num = coding_rate_reduction(z, y, num_classes=12)
         without = coding_rate_reduction(z, y)
-        for got, want in zip(with_num, without):
+        for got, want in zip(with_num, without, strict=True):
             _close(got, want.double(), dtype)
 
     def test_one_sample_per_class_and_one_class(self):
         z = torch.randn(6, 9, dtype=torch.float64)
         for y in (torch.arange(6), torch.zeros(6, dtype=torch.long)):
-            for got, want in zip(coding_rate_reduction(z, y), ref_rate_reduction(z, y)):
+            pairs = zip(coding_rate_reduction(z, y), ref_rate_reduction(z, y), strict=True)
+            for got, want in pairs:
                 torch.testing.assert_close(got, want)
 
     def test_single_class_has_zero_reduction(self):

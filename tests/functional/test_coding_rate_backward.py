@@ -93,7 +93,7 @@ class TestGridAgainstFloat64:
         # ∂/∂X ½·logdet(I + a·XXᵀ) = a·(I + a·XXᵀ)⁻¹X, evaluated in float64 with a dense solve
         x = torch.randn(m, d) / d**0.5
         a = 3.0
-        _, grad = _value_and_grad(lambda t: half_logdet_gram(t, a), x)
+        _, grad = _value_and_grad(lambda t, a=a: half_logdet_gram(t, a), x)
         x64 = x.double()
         closed = a * torch.linalg.solve(torch.eye(m, dtype=torch.float64) + a * x64 @ x64.T, x64)
         assert _rel(grad, closed) <= RTOL
@@ -309,7 +309,7 @@ class TestConditioningSweep:
         # the conditioning would show here (measured worst: 3e-11)
         z = _near_collapsed(m, d, sigma, torch.float64)
         for eps_sq in EPS_SQ_SWEEP:
-            value, grad = _value_and_grad(lambda t: coding_rate(t, eps_sq=eps_sq), z)
+            value, grad = _value_and_grad(lambda t, e=eps_sq: coding_rate(t, eps_sq=e), z)
             expected = ref_coding_rate(z, eps_sq).item()
             assert abs(value.item() - expected) <= 1e-9 * abs(expected), eps_sq
             assert _rel(grad, _ref_grad_eig(z, eps_sq)) <= 1e-9, eps_sq
@@ -331,7 +331,7 @@ class TestConditioningSweep:
         x = torch.nn.functional.normalize(_near_collapsed(m, d, 10.0, torch.float32), dim=-1)
         for eps_sq in (1e-4, 1e-2, 0.5, 10.0):
             a = d / (m * eps_sq)
-            _, grad = _value_and_grad(lambda t: half_logdet_gram(t, a), x)
+            _, grad = _value_and_grad(lambda t, a=a: half_logdet_gram(t, a), x)
             assert _rel(grad, _closed_form_grad(x, a)) <= RTOL, eps_sq
 
     @pytest.mark.parametrize("m, d", [(90, 512), (180, 2048), (1024, 64), (4096, 128)], ids=str)
@@ -340,7 +340,7 @@ class TestConditioningSweep:
         # against M⁻¹X (1.5e-5 with the plain form); the backward forms −a·M⁻¹G·X instead
         z = _near_collapsed(m, d, 10.0, torch.float32)
         for eps_sq in (1e-4, 1e-2, 0.5, 10.0):
-            _, grad = _value_and_grad(lambda t: coding_rate(t, eps_sq=eps_sq), z)
+            _, grad = _value_and_grad(lambda t, e=eps_sq: coding_rate(t, eps_sq=e), z)
             assert _rel(grad, _ref_grad_eig(z, eps_sq)) <= RTOL, eps_sq
 
 
@@ -387,7 +387,7 @@ class TestAbsentClasses:
         out = coding_rate_reduction(z, labels, num_classes=10**7)
         # one call for R (16×16 of the whole batch), one for the three present classes
         assert [s[:-2] for s in shapes] == [(), (3,)]
-        for got, want in zip(out, ref_rate_reduction(z, labels)):
+        for got, want in zip(out, ref_rate_reduction(z, labels), strict=True):
             torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
     def test_gradient_with_a_huge_label_space_matches_the_loop(self):
@@ -427,7 +427,7 @@ class TestTinyRows:
             eye = torch.eye(d, dtype=torch.float64)
             return 0.5 * torch.logdet(eye + d / (m * eps_sq) * x.T @ x)
 
-        _, grad = _value_and_grad(lambda t: coding_rate(t, eps_sq=eps_sq), z)
+        _, grad = _value_and_grad(lambda t, e=eps_sq: coding_rate(t, eps_sq=e), z)
         _, expected = _value_and_grad(reference, z)
         torch.testing.assert_close(grad, expected, rtol=1e-9, atol=0)
 
@@ -442,7 +442,7 @@ class TestComputeDtype:
         for sigma in (0.3, 0.01):
             z = _near_collapsed(m, d, sigma, torch.float32)
             for eps_sq in (1e-4, 0.5, 10.0):
-                fn = lambda t: coding_rate(t, eps_sq=eps_sq, compute_dtype=torch.float64)  # noqa: E731
+                fn = lambda t, e=eps_sq: coding_rate(t, eps_sq=e, compute_dtype=torch.float64)  # noqa: E731
                 value, grad = _value_and_grad(fn, z)
                 assert value.dtype == torch.float32 and grad.dtype == torch.float32
                 expected = ref_coding_rate(z, eps_sq).item()

@@ -26,13 +26,15 @@ def _ref_ratio(z, labels):
     z = (z.double() / z.double().norm(dim=1, keepdim=True)).tolist()
     classes = sorted(set(labels.tolist()))
     members = {c: [z[i] for i in range(len(z)) if labels[i] == c] for c in classes}
-    dist = lambda a, b: math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b)))  # noqa: E731
+    dist = lambda a, b: math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b, strict=True)))  # noqa: E731
     intra = []
-    for c, rows in members.items():
+    for rows in members.values():
         pairs = [dist(a, b) for i, a in enumerate(rows) for j, b in enumerate(rows) if i != j]
         if pairs:
             intra.append(sum(pairs) / len(pairs))
-    centers = [[sum(col) / len(rows) for col in zip(*rows)] for rows in members.values()]
+    centers = [
+        [sum(col) / len(rows) for col in zip(*rows, strict=True)] for rows in members.values()
+    ]
     inter = [dist(a, b) for i, a in enumerate(centers) for j, b in enumerate(centers) if i != j]
     return (sum(intra) / len(intra)) / (sum(inter) / len(inter))
 

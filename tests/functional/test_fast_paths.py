@@ -18,7 +18,7 @@ import torch
 
 import pml_anticollapse.functional._checks as checks
 from pml_anticollapse.functional import coding_rate
-from pml_anticollapse.functional.coding_rate import padded_cholesky_ex, factor_order
+from pml_anticollapse.functional.coding_rate import factor_order, padded_cholesky_ex
 from tests.reference import ref_coding_rate
 
 cr = importlib.import_module("pml_anticollapse.functional.coding_rate")

@@ -120,7 +120,7 @@ class TestProxyTerm:
             AntiCollapseLoss.official(inner),
             AntiCollapseLoss(losses.ContrastiveLoss(), form="exp"),
         ):
-            assert torch.autograd.gradcheck(lambda t: acl(t, y), (z,))
+            assert torch.autograd.gradcheck(lambda t, acl=acl: acl(t, y), (z,))
         acl = AntiCollapseLoss(inner, target="proxies")
         proxies = inner.proxies.detach().clone().requires_grad_(True)
         assert torch.autograd.gradcheck(

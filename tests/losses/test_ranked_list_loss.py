@@ -96,8 +96,10 @@ class TestAgainstReference:
         ref, ref_labels = _batch(n_classes=5, per_class=4, dim=8, seed=2)
         for kw in (dict(), dict(Tp=2.0, detach_weights=False)):
             loss = RankedListLoss(**kw)
-            ours = _grad(lambda x: loss(x, labels, ref_emb=ref, ref_labels=ref_labels), z)
-            want = _grad(lambda x: ref_ranked_list_loss(x, labels, ref, ref_labels, **kw).mean(), z)
+            ours = _grad(lambda x, f=loss: f(x, labels, ref_emb=ref, ref_labels=ref_labels), z)
+            want = _grad(
+                lambda x, kw=kw: ref_ranked_list_loss(x, labels, ref, ref_labels, **kw).mean(), z
+            )
             torch.testing.assert_close(ours, want, rtol=1e-9, atol=1e-12)
             torch.testing.assert_close(
                 RankedListLoss(**kw)(z, labels, ref_emb=ref, ref_labels=ref_labels),

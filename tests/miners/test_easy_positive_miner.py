@@ -31,7 +31,7 @@ def _batch(n_classes=5, per_class=4, dim=8, seed=0, spread=0.8):
 
 def _triplets(out):
     a, p, n = out
-    return set(zip(a.tolist(), p.tolist(), n.tolist()))
+    return set(zip(a.tolist(), p.tolist(), n.tolist(), strict=True))
 
 
 class TestAgainstBruteForce:
@@ -61,7 +61,7 @@ class TestAgainstBruteForce:
         miner = EasyPositiveMiner(neg_strategy=neg_strategy)
         out = miner(z, labels)
         assert _triplets(out) == ref_easy_positive_triplets(z, labels, neg_strategy=neg_strategy)
-        positives = dict(zip(out[0].tolist(), out[1].tolist()))
+        positives = dict(zip(out[0].tolist(), out[1].tolist(), strict=True))
         assert positives[0] not in (1, 2) and positives[1] not in (0, 2) and positives[8] != 9
         assert int(miner.num_duplicate_positives) == 5  # anchors 0, 1, 2, 8, 9
 
@@ -126,9 +126,10 @@ class TestAgainstPML:
         a1, p, _, _ = pml_miners.BatchEasyHardMiner(pos_strategy="easy", neg_strategy="hard")(
             z, labels
         )
-        assert dict(zip(a1.tolist(), p.tolist()))[0] == 1  # PML: the duplicate, at distance 0
+        # PML: the duplicate, at distance 0
+        assert dict(zip(a1.tolist(), p.tolist(), strict=True))[0] == 1
         a, p_ours, _ = EasyPositiveMiner("hard")(z, labels)
-        assert dict(zip(a.tolist(), p_ours.tolist()))[0] != 1
+        assert dict(zip(a.tolist(), p_ours.tolist(), strict=True))[0] != 1
 
 
 class TestDistanceWeighted:
@@ -173,7 +174,7 @@ class TestDistanceWeighted:
             g = torch.Generator().manual_seed(3)
             miner = EasyPositiveMiner("distance_weighted", generator=g)
             runs.append([miner(z, labels)[2] for _ in range(5)])
-        assert all(torch.equal(x, y) for x, y in zip(*runs))
+        assert all(torch.equal(x, y) for x, y in zip(*runs, strict=True))
         torch.manual_seed(11)
         first = EasyPositiveMiner("distance_weighted")(z, labels)[2]
         torch.manual_seed(11)
@@ -191,7 +192,7 @@ class TestDistanceWeighted:
         for _ in range(60):
             a, p, n = miner(z, labels)
             assert len(a) == 6 and bool((labels[a] != labels[n]).all())
-            seen.update(zip(a.tolist(), n.tolist()))
+            seen.update(zip(a.tolist(), n.tolist(), strict=True))
         assert int(miner.num_negative_fallbacks) == 6
         assert len(seen) == 18  # every negative of every anchor drawn
 
@@ -318,7 +319,7 @@ class TestDevice:
             miner = EasyPositiveMiner("distance_weighted", generator=g)
             runs.append(miner(z.float().to(device), labels.to(device)))
         assert runs[0][2].device.type == device
-        assert all(torch.equal(x, y) for x, y in zip(*runs))
+        assert all(torch.equal(x, y) for x, y in zip(*runs, strict=True))
 
 
 class TestHardening:

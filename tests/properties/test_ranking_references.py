@@ -83,7 +83,7 @@ def _distinct(dist, min_pos):
     # every anchor's candidates are told apart by more than GAP, and none sits on the guard
     for row in dist:
         vals = sorted(row)
-        if any(b - a <= GAP for a, b in zip(vals, vals[1:])):
+        if any(b - a <= GAP for a, b in zip(vals, vals[1:], strict=False)):
             return False
         if any(abs(v - min_pos) <= GAP for v in row):
             return False
@@ -108,4 +108,4 @@ class TestEasyPositiveMiner:
         )
         miner = EasyPositiveMiner(neg, min_pos_distance=min_pos, semihard_fallback=fallback)
         a, p, n = miner(x, labels, r, ref_labels)
-        assert set(zip(a.tolist(), p.tolist(), n.tolist())) == want
+        assert set(zip(a.tolist(), p.tolist(), n.tolist(), strict=True)) == want
