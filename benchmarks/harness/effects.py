@@ -32,6 +32,20 @@ def t975(df: int) -> float:
     return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
 
 
+def mean_interval(values: Sequence[float]) -> dict:
+    """The mean of ``values`` with its 95 % t-interval over them (``low``/``high`` None for one
+    value): mean ± t975(n-1) · sd / √n, sd the sample standard deviation."""
+    if not values:
+        raise ValueError("mean_interval needs a non-empty list, got []")
+    n = len(values)
+    mean = sum(values) / n
+    if n == 1:
+        return {"mean": mean, "low": None, "high": None, "n": 1}
+    sd = math.sqrt(sum((x - mean) ** 2 for x in values) / (n - 1))
+    half = t975(n - 1) * sd / math.sqrt(n)
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": n}
+
+
 def paired_effect(treated: Sequence[float], baseline: Sequence[float]) -> dict:
     """Mean paired difference with its 95 % interval (``low``/``high`` None for one pair)."""
     if len(treated) != len(baseline) or not treated:

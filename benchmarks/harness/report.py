@@ -39,8 +39,18 @@ def load_cells(run_dir: str, plan: list[tuple[str, str, int]]) -> list[dict]:
     return out
 
 
+def collapse_of(curve: list[dict], metric: str = EFFECT_METRIC) -> float | None:
+    """Final minus peak ``metric`` along a cell's curve (<= 0: how much of its best it lost by the
+    last epoch; 0 when the last test is the best); None without a curve."""
+    values = [e[metric] for e in curve or [] if metric in e]
+    return values[-1] - max(values) if values else None
+
+
 def aggregate(cells: list[dict]) -> dict:
-    """{protocol: {method: {metric: (mean, std, n)}}}; std is the sample std (ddof=1; 0 for n=1)."""
+    """{protocol: {method: {metric: (mean, std, n)}}}; std is the sample std (ddof=1; 0 for n=1).
+
+    Cells with a curve (``evaluation.interval``) add ``collapse``: :func:`collapse_of` MAP@R,
+    mean over seeds with its 95 % t-interval (``effects.mean_interval``)."""
     grouped: dict = {}
     for c in cells:
         grouped.setdefault(c["protocol"], {}).setdefault(c["method"], []).append(c)
@@ -56,9 +66,24 @@ def aggregate(cells: list[dict]) -> dict:
                 if len(vals):
                     std = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
                     row[m] = {"mean": float(vals.mean()), "std": std, "n": len(vals)}
+            drops = [d for d in (collapse_of(c.get("curve")) for c in cs) if d is not None]
+            if drops:
+                row["collapse"] = effects_mod.mean_interval(drops)
             row["seeds"] = sorted(c["seed"] for c in cs)
             agg[protocol][method] = row
     return agg
+
+
+def _fmt_collapse(v: dict | None) -> str:
+    if v is None:
+        return "—"
+    if v["low"] is None:
+        return f"{v['mean']:+.3f} (n=1)"
+    return f"{v['mean']:+.3f} [{v['low']:+.3f}, {v['high']:+.3f}]"
+
+
+#: The collapse column's header (the table adds it when a cell has a curve).
+COLLAPSE_LABEL = "MAP@R final − peak"
 
 
 def _fmt(v: dict | None, metric: str) -> str:
@@ -138,7 +163,9 @@ def markdown_table(
             lines.append("")
             lines.append(protocols_desc[protocol])
         lines.append("")
-        header = ["method", *[METRIC_LABELS[m] for m in TABLE_METRICS], "seeds"]
+        with_collapse = any("collapse" in r for r in rows.values())
+        header = ["method", *[METRIC_LABELS[m] for m in TABLE_METRICS],
+                  *([COLLAPSE_LABEL] if with_collapse else []), "seeds"]
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
         floor = rows.get(floor_name, {}).get("mean_average_precision_at_r")
@@ -154,12 +181,21 @@ def markdown_table(
             ):
                 name += " ▲"
             cells = [_fmt(row.get(m), m) for m in TABLE_METRICS]
+            if with_collapse:
+                cells.append(_fmt_collapse(row.get("collapse")))
             lines.append("| " + " | ".join([name, *cells, str(len(row["seeds"]))]) + " |")
         lines.append("")
     if floor_name is not None and any(r.get(floor_name) for r in agg.values()):
         lines.append(
             f"▲ = mean MAP@R above the `{floor_name}` row (raw inputs, L2-normalised) "
             "of the same protocol."
+        )
+        lines.append("")
+    if any("collapse" in r for rows in agg.values() for r in rows.values()):
+        lines.append(
+            f"{COLLAPSE_LABEL}: the last epoch's MAP@R minus the best along the curve of the "
+            "tests during training (`evaluation.interval`), mean over seeds [95 % t-interval]; "
+            "0 = still at its best. The table's other columns are the last epoch's."
         )
         lines.append("")
     if skipped:
@@ -219,19 +255,23 @@ def plot(
     method_order: list[str],
     out_dir: str,
     floor_name: str | None = None,
+    baselines: dict | None = None,
 ) -> list[str]:
-    """Per protocol: the spectrum of each method (mean over seeds), the metrics with error bars."""
+    """Per protocol: the spectrum of each method (mean over seeds), the metrics with error bars,
+    and the curves of the tests during training when the cells have them. ``baselines``:
+    {method: its config's ``baseline``}, which picks the colour families."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     written = []
+    colours = method_colours(method_order, baselines or {}, floor_name)
     for protocol, rows in agg.items():
         methods = [m for m in method_order if m in rows]
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        colors = plt.get_cmap("tab20")
-        for i, method in enumerate(methods):
+        spectra = {}
+        for method in methods:
             specs = [
                 np.asarray(c["spectrum"])
                 for c in cells
@@ -239,18 +279,28 @@ def plot(
             ]
             n = min(len(s) for s in specs)
             s = np.mean([x[:n] for x in specs], axis=0)
+            spectra[method] = s / s.sum()  # normalised over the whole spectrum
+        # the x-axis spans the learned embeddings' dimension; the raw inputs' longer spectrum
+        # (one value per pixel) is cut there, and its label says so
+        learned = [len(v) for k, v in spectra.items() if k != floor_name]
+        shown = max(learned) if learned else max(len(v) for v in spectra.values())
+        for method, p in spectra.items():
+            label = method
+            if len(p) > shown:
+                label += f" (first {shown} of {len(p)} shown)"
             ax.semilogy(
-                np.arange(1, n + 1),
-                s / s.sum(),
-                label=method,
-                lw=2 if method == floor_name else 1,
+                np.arange(1, min(len(p), shown) + 1),
+                p[:shown],
+                label=label,
+                lw=2 if method == floor_name else 1.3,
                 ls="--" if method == floor_name else "-",
-                color=colors(i % 20),
+                color=colours.get(method, "black"),
             )
+        ax.set_xlim(0.5, shown + 0.5)
         ax.set_ylim(bottom=1e-4)  # below that: numerically zero directions (constant pixels)
-        ax.set_xlabel("index")
-        ax.set_ylabel("normalised singular value")
-        ax.set_title(f"{protocol}: singular-value spectrum of test embeddings")
+        ax.set_xlabel("index of the singular value")
+        ax.set_ylabel("singular value / sum of all (mean over seeds)")
+        ax.set_title(f"{protocol}: singular-value spectrum of the test embeddings")
         ax.legend(fontsize=7, ncol=2)
         fig.tight_layout()
         p = os.path.join(out_dir, f"spectrum_{protocol}.png")
@@ -283,7 +333,94 @@ def plot(
         _save_fig(fig, p)
         plt.close(fig)
         written.append(p)
+
+        p = plot_curves(protocol, rows, cells, methods, colours, out_dir, floor_name)
+        if p:
+            written.append(p)
     return written
+
+
+#: Colour families of the curves figure: a baseline (and a method that is nobody's variant)
+#: gets one, its variants darker and lighter shades of it.
+FAMILIES = ("Blues", "Oranges", "Greens", "Reds", "Purples", "YlOrBr", "PuRd", "Greys", "BuGn",
+            "RdPu")
+
+
+def method_colours(method_order: list[str], baselines: dict, floor_name: str | None) -> dict:
+    """{method: colour}: each family (a method with no ``baseline`` and the methods naming it as
+    theirs) shades one matplotlib sequential colour map; the floor row is black."""
+    import matplotlib
+
+    heads = [m for m in method_order if m != floor_name and not baselines.get(m)]
+    for m in method_order:  # a baseline that is not itself a row still heads its family
+        b = baselines.get(m)
+        if b and b not in heads:
+            heads.append(b)
+    out = {floor_name: "black"} if floor_name else {}
+    for i, head in enumerate(heads):
+        cmap = matplotlib.colormaps[FAMILIES[i % len(FAMILIES)]]
+        members = [head] + [m for m in method_order if baselines.get(m) == head]
+        shades = np.linspace(0.85, 0.45, len(members)) if len(members) > 1 else [0.75]
+        for m, shade in zip(members, shades):
+            out[m] = cmap(float(shade))
+    return out
+
+
+def curves_of(cells: list[dict], protocol: str, method: str, key: str):
+    """(epochs, values: seeds × epochs) of ``key`` along the curves of one row, over the epochs
+    every seed tested (None when no cell of the row has a curve)."""
+    curves = [c["curve"] for c in cells
+              if c["protocol"] == protocol and c["method"] == method and c.get("curve")]
+    if not curves:
+        return None
+    epochs = sorted(set.intersection(*({e["epoch"] for e in cv if key in e} for cv in curves)))
+    values = np.array([[next(e[key] for e in cv if e["epoch"] == ep) for ep in epochs]
+                       for cv in curves], dtype=np.float64)
+    return np.asarray(epochs), values
+
+
+def plot_curves(protocol: str, rows: dict, cells: list[dict], methods: list[str],
+                colours: dict, out_dir: str, floor_name: str | None) -> str | None:
+    """``curves_<protocol>.png``: MAP@R and the query embeddings' effective rank against the
+    epoch, one line per method (mean over seeds, band min–max over seeds), the floor row's MAP@R
+    as a dashed horizontal line. None (no file) when no cell of the protocol has a curve."""
+    import matplotlib.pyplot as plt
+
+    panels = (("mean_average_precision_at_r", "MAP@R (test)"),
+              ("effective_rank", "effective rank of the test embeddings"))
+    drawn = [m for m in methods if curves_of(cells, protocol, m, panels[0][0]) is not None]
+    if not drawn:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    for ax, (key, ylabel) in zip(axes, panels):
+        for method in drawn:
+            got = curves_of(cells, protocol, method, key)
+            if got is None or not len(got[0]):
+                continue
+            epochs, values = got
+            colour = colours.get(method)
+            ax.plot(epochs, values.mean(axis=0), color=colour, lw=1.6, marker="o", ms=3,
+                    label=f"{method} (n={values.shape[0]})")
+            if values.shape[0] > 1:
+                ax.fill_between(epochs, values.min(axis=0), values.max(axis=0), color=colour,
+                                alpha=0.18, lw=0)
+        floor = rows.get(floor_name, {}).get(key) if floor_name else None
+        if floor is not None and key == EFFECT_METRIC:
+            ax.axhline(floor["mean"], color="black", ls="--", lw=1.2,
+                       label=f"{floor_name} (no training)")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[0].set_title("MAP@R: line = mean over seeds, band = min–max", fontsize=10)
+    axes[1].set_title("effective rank (query): mean over seeds, band = min–max", fontsize=10)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    fig.suptitle(f"{protocol}: tests during training")
+    fig.tight_layout()
+    p = os.path.join(out_dir, f"curves_{protocol}.png")
+    _io.save_figure(fig, p, bbox_inches="tight")
+    plt.close(fig)
+    return p
 
 
 def _save_fig(fig, path: str) -> None:
@@ -358,7 +495,9 @@ def build_report(run_dir: str, run_info: dict, make_plots: bool = True) -> str:
     }
     _io.atomic_write_json(os.path.join(run_dir, "results.json"), results)
     if make_plots and cells:
-        plot(agg, cells, method_order, run_dir, floor_name)
+        baselines = {m["name"]: m.get("baseline")
+                     for m in run_info.get("config", {}).get("methods", [])}
+        plot(agg, cells, method_order, run_dir, floor_name, baselines)
         label = METRIC_LABELS[EFFECT_METRIC]
         effects_mod.plot(declared, EFFECT_METRIC, label, os.path.join(run_dir, "effects.png"))
     return text
