@@ -361,7 +361,7 @@ def method_colours(method_order: list[str], baselines: dict, floor_name: str | N
         cmap = matplotlib.colormaps[FAMILIES[i % len(FAMILIES)]]
         members = [head] + [m for m in method_order if baselines.get(m) == head]
         shades = np.linspace(0.85, 0.45, len(members)) if len(members) > 1 else [0.75]
-        for m, shade in zip(members, shades):
+        for m, shade in zip(members, shades, strict=True):
             out[m] = cmap(float(shade))
     return out
 
@@ -392,7 +392,7 @@ def plot_curves(protocol: str, rows: dict, cells: list[dict], methods: list[str]
     if not drawn:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
-    for ax, (key, ylabel) in zip(axes, panels):
+    for ax, (key, ylabel) in zip(axes, panels, strict=True):
         for method in drawn:
             got = curves_of(cells, protocol, method, key)
             if got is None or not len(got[0]):

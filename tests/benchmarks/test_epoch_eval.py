@@ -36,7 +36,8 @@ class TestMetaAndProgress:
     def test_meta_must_be_a_dict(self, tmp_path):
         cfg, protocol = digits_cell("meta", TRAINING, [TRIPLET])
         with pytest.raises(TypeError, match="meta"):
-            train.run_cell(cfg, str(tmp_path), protocol, cfg.methods[0], 0, CPU, meta=[1])
+            train.run_cell(cfg, str(tmp_path), protocol, cfg.methods[0], 0, CPU,
+                           meta=[1])
 
     def test_progress_file_after_each_epoch(self, tmp_path):
         cfg, protocol = digits_cell("progress", TRAINING, [TRIPLET])
@@ -51,7 +52,7 @@ class TestMetaAndProgress:
         assert not os.path.exists(work)
 
 
-# ----------------------------------------------------------------------------- testing during training
+# --------------------------------------------------------------------- testing during training
 
 
 def _cell(interval: int, epochs: int = 3, augment_shift: int = 2, name: str = "curve"):
@@ -228,10 +229,10 @@ class TestCurve:
         con = sqlite3.connect(os.path.join(records, "logs.db"))
         cur = con.execute(f'SELECT * FROM "{train.CURVE_RECORDS}" ORDER BY "~iteration~"')
         cols = [d[0] for d in cur.description]
-        got = [dict(zip(cols, r)) for r in cur.fetchall()]
+        got = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
         con.close()
         assert [r["~iteration~"] for r in got] == [1, 2]  # the epoch
-        for row, entry in zip(got, result["curve"]):
+        for row, entry in zip(got, result["curve"], strict=True):
             assert row["train_effective_rank"] == pytest.approx(entry["train_effective_rank"])
 
     def test_records_equal_those_without_intermediate_tests_but_the_curve(self, tmp_path,

@@ -32,7 +32,7 @@ def _cell(protocol, method, seed, curve=None, dim=8):
     if curve:
         c["curve"] = [{"epoch": e, "mean_average_precision_at_r": v,
                        "effective_rank": 4.0 + v, "train_effective_rank": 3.0}
-                      for e, v in zip((2, 4, 6), curve)]
+                      for e, v in zip((2, 4, 6), curve, strict=True)]
     return c
 
 

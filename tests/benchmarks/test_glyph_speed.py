@@ -66,7 +66,7 @@ class TestBatchFetch:
         many = ds.__getitems__(idx)
         after_batch = torch.rand(3)
         assert torch.equal(after_items, after_batch)  # the generator moved the same
-        for (xa, ya), (xb, yb) in zip(one, many):
+        for (xa, ya), (xb, yb) in zip(one, many, strict=True):
             assert ya == yb and torch.equal(xa, xb)
 
     def test_dataloader_uses_the_batch_fetch(self):

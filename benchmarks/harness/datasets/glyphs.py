@@ -123,7 +123,7 @@ class GlyphImages(torch.utils.data.Dataset):
     def __getitems__(self, indices):
         x = self.batch(indices)
         labels = self.labels[torch.as_tensor(indices, dtype=torch.long)].tolist()
-        return list(zip(x.unbind(0), labels))
+        return list(zip(x.unbind(0), labels, strict=True))
 
     def without_augmentation(self) -> GlyphImages:
         """The same images, never shifted: the view that validation folds carved from a training
