@@ -25,11 +25,27 @@ from typing import Any
 
 # ---------------------------------------------------------------- atomic files
 
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back: there is no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _open_temp(folder: str) -> tuple[int, str]:
+    """A temporary file in ``folder`` (``.tmp-*``) with the mode a plain ``open`` would give it:
+    ``mkstemp`` creates files 0600, which would leave results unreadable to the colleagues that
+    the user's umask lets in (a shared file system)."""
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    os.fchmod(fd, 0o666 & ~_umask())
+    return fd, tmp
+
+
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never half."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    fd, tmp = _open_temp(folder)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -69,7 +85,7 @@ def atomic_torch_save(path: str, obj: Any, previous: str | None = None) -> None:
         atomic_write_bytes(path, buf.getvalue())
         return
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    fd, tmp = _open_temp(folder)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(buf.getvalue())

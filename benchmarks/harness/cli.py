@@ -1,33 +1,29 @@
-"""``python -m benchmarks``: the command line of the harness.
+"""``python -m benchmarks [tune]``: the command line. It parses, resolves the config and
+dispatches to the runner (:mod:`runner`) or the search (:mod:`search`); a bad option, config, data
+root or run folder ends with one ``error:`` line, and Ctrl-C or SIGTERM with one line naming the
+command that resumes the run.
 
-:func:`main` reads top to bottom: parse the options; resolve and check the config; plan the run
-(device, protocols, methods; every check that can fail happens here, before the run folder is
-touched); start the process (threads, PML's logger and bars); open the run folder; run the
-cells; write the report.
+Under torchrun every rank runs this same command line; rank 0 alone prints the report and the
+resume line (or none, when ``python -m benchmarks.launch`` started the ranks: it prints one line
+for all of them).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import datetime
 import os
 import shlex
-import shutil
 import signal
 import sys
-import time
-
-import torch
 
 from .. import _shared as _io
 from . import config as config_mod
-from . import datasets, registry, report, train
-from .datasets import ProtocolData
+from . import datasets, ranks, runner
 
 EPILOG = """\
 examples:
-  python -m benchmarks           # the glyph benchmark: 200 kanji x 17 fonts, 11 methods, 3 seeds
+  python -m benchmarks           # the glyph benchmark, one process
+  bash scripts/benchmark.sh      # the same on every core (torchrun; set-up included)
   python -m benchmarks --smoke   # every method, 1 seed, 2 iterations (seconds)
   python -m benchmarks --dataset digits                   # sklearn digits, 13 methods (~1 min)
   python -m benchmarks --font-dir ~/Library/Fonts         # glyphs from any folder of fonts
@@ -36,20 +32,16 @@ examples:
   python -m benchmarks --dataset cub --data-root ~/data   # local CUB-200-2011, never downloads
   python -m benchmarks --report-only --output DIR         # rebuild the report of a run folder
   python -m benchmarks --help-config                      # every config key, type and default
+  torchrun --standalone --nproc-per-node 4 -m benchmarks  # 4 processes share the cells
 
 A killed run restarted with the same command resumes from the last finished epoch of each cell.
 Ctrl-C (or SIGTERM) stops it with the command that resumes it; a damaged file in the run folder is
-named and recovered from; one run folder is used by one process at a time (<run>/.lock).
+named and recovered from; one run folder is used by one run at a time (<run>/.lock).
 """
 
-#: Where runs go unless ``--output`` says otherwise (the one results root of the benchmarks).
-RESULTS_ROOT = os.path.join("benchmarks", "results", "runs")
-
-#: Files that mark a folder as a benchmark run (``--fresh`` deletes only such folders).
-RUN_MARKERS = ("config_identity.json", "run.json")
-
-#: The lock file of a run folder (``fcntl.flock``, held while a process uses the folder).
-LOCK_NAME = ".lock"
+#: Set by ``python -m benchmarks.launch`` for the ranks it starts: it prints the one line that
+#: names the failed rank and the command that resumes, so the ranks print none of their own.
+LAUNCHER_ENV = "PMLAC_LAUNCHER"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -78,7 +70,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--methods", nargs="+", help="run only these methods (names from the config)")
     p.add_argument("--protocols", nargs="+", help="run only these protocols")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: auto)")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument(
+        "--threads",
+        type=_io.positive_int,
+        help="torch CPU threads per process (default: the config's threads, else the usable "
+        "CPUs / processes on this machine)",
+    )
     p.add_argument(
         "--output", help="run folder (default: benchmarks/results/runs/<config name>[-smoke])"
     )
@@ -122,6 +119,78 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+
+TUNE_EPILOG = """\
+examples:
+  python -m benchmarks tune --dataset digits --trials 30 --folds 4
+  python -m benchmarks tune --smoke                   # 2 trials x 2 folds per method (seconds)
+  python -m benchmarks tune --config benchmarks/harness/configs/glyphs.yaml --trials 8 --folds 3
+
+Every other option of `python -m benchmarks` (--config, --dataset, --methods, --seeds, --set,
+--output, --device, --threads, --progress, --no-plots) works here too.
+"""
+
+
+def parse_tune_args(argv) -> tuple[argparse.Namespace, argparse.Namespace]:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks tune",
+        description="Equal-budget hyperparameter search on validation folds of the training "
+        "classes, then the test table with the chosen settings.",
+        epilog=TUNE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--trials", type=_shared_positive_int, help="trials per method (default 30)")
+    p.add_argument("--folds", type=_shared_positive_int, help="validation folds (default 4)")
+    p.add_argument("--fold-seed", type=_seed, default=0, help="seed of the class folds")
+    p.add_argument("--search-seed", type=_seed, default=0, help="seed of the TPE sampler")
+    p.add_argument("--tune-seed", type=_seed, default=0, help="training seed inside a fold")
+    p.add_argument(
+        "--tune-protocol", help="protocol whose training classes are folded (default: first)"
+    )
+    p.add_argument(
+        "--allow-untuned",
+        action="store_true",
+        help="keep methods without a search space at their config settings instead of refusing",
+    )
+    p.add_argument(
+        "--search-only", action="store_true", help="stop after the search (no test table)"
+    )
+    p.add_argument(
+        "--storage",
+        help="where the Optuna studies live (default: <run>/tuning/study.sqlite3): any Optuna "
+        "RDB URL (postgresql://user@host/db, mysql://..., sqlite:///path) or journal:PATH "
+        "(an Optuna journal file); the folds' cells stay in the run folder",
+    )
+    own, rest = p.parse_known_args(argv)
+    if "-h" in rest or "--help" in rest:
+        p.print_help()
+        raise SystemExit(0)
+    args = parse_args(rest)
+    for flag in ("list_methods", "help_config", "report_only"):
+        if getattr(args, flag):
+            raise ValueError(
+                f"tune: --{flag.replace('_', '-')} is an option of `python -m benchmarks`, not of "
+                "the search (run it without `tune`)"
+            )
+    if args.smoke:
+        own.trials = own.trials or 2
+        own.folds = own.folds or 2
+    if own.folds is not None and own.folds < 2:
+        raise ValueError(f"--folds must be >= 2, got {own.folds}")
+    return own, args
+
+
+def _shared_positive_int(text: str) -> int:
+    return int(_io.positive_int(text))
+
+
+def _seed(text: str) -> int:
+    value = int(_io.non_negative_int(text))
+    if value >= 2**32:
+        raise argparse.ArgumentTypeError(f"expected a seed in [0, 2**32), got {text!r}")
+    return value
+
+
 # ----------------------------------------------------------------------------- config
 
 
@@ -148,8 +217,6 @@ def resolve_config(args) -> config_mod.Config:
         training["epochs"] = args.epochs
     if args.device:
         raw["device"] = args.device
-    if args.threads is not None:
-        raw["threads"] = args.threads
     if args.smoke:  # before --set, so that an explicit --set wins
         raw["name"] = str(raw.get("name", config_mod.Config.name)) + "-smoke"
         if not args.seeds:
@@ -165,320 +232,12 @@ def resolve_config(args) -> config_mod.Config:
     return config_mod.parse_config(raw)
 
 
-def pick_device(name: str) -> torch.device:
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError as e:
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but CUDA is not available")
-    return dev
+# ----------------------------------------------------------------------------- commands
 
 
-# ----------------------------------------------------------------------------- plan
-
-
-@dataclasses.dataclass
-class Plan:
-    """What a run does, fully checked: the cells are (protocol, method, seed) in this order."""
-
-    cfg: config_mod.Config
-    device: torch.device
-    protocols: dict[str, ProtocolData]
-    methods: list[config_mod.MethodSpec]
-    skipped: dict[str, str]
-
-    @property
-    def cells(self) -> list[tuple[str, str, int]]:
-        seeds = self.cfg.seeds
-        return [(p, m.name, s) for p in self.protocols for m in self.methods for s in seeds]
-
-    @property
-    def provenance(self) -> dict:
-        return {k: v.provenance for k, v in self.protocols.items() if v.provenance}
-
-
-def _check_buildable(method: config_mod.MethodSpec, cfg, protocol: ProtocolData) -> None:
-    """Build the method's loss and miner once, so that a bad argument stops the run before it
-    starts rather than in the middle of it."""
-    if method.no_learning:
-        return
-    try:
-        train.build_loss_and_miner(cfg, method, protocol.num_train_classes)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"method {method.name!r}: {e}") from e
-
-
-def make_plan(cfg: config_mod.Config, args) -> Plan:
-    """Device, protocols (built: their data are read here) and runnable methods; raises before
-    anything is written."""
-    device = pick_device(cfg.device)
-    protocols = datasets.build(cfg.dataset)
-    if args.protocols:
-        unknown = set(args.protocols) - set(protocols)
-        if unknown:
-            raise ValueError(f"--protocols: unknown {sorted(unknown)}; known: {sorted(protocols)}")
-        protocols = {k: v for k, v in protocols.items() if k in args.protocols}
-    methods = cfg.methods
-    if args.methods:
-        methods = [cfg.method(n) for n in dict.fromkeys(args.methods)]  # a name given twice: once
-    skipped, runnable = {}, []
-    for m in methods:
-        why = None if m.no_learning else registry.check_available(m)
-        if why:
-            skipped[m.name] = why
-            print(f"[benchmarks] skipping method {m.name!r}: {why}", file=sys.stderr)
-        else:
-            _check_buildable(m, cfg, next(iter(protocols.values())))
-            runnable.append(m)
-    if not runnable:
-        raise ValueError(
-            "no method can run: " + "; ".join(f"{k}: {v}" for k, v in skipped.items())
-        )
-    return Plan(cfg, device, protocols, runnable, skipped)
-
-
-# ----------------------------------------------------------------------------- process + folder
-
-
-def start_process(cfg: config_mod.Config, progress: str) -> None:
-    """Process-wide settings, made once the run is known to be valid: CPU threads (torch and
-    faiss's own OpenMP pool), PML's logger and progress bars, one warning filter."""
-    import warnings
-
-    from . import pml2
-
-    # PML's trainer formats its tqdm description from a tensor that requires grad
-    warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True")
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
-        try:
-            import faiss
-
-            faiss.omp_set_num_threads(int(cfg.threads))
-        except (ImportError, AttributeError):
-            pass
-    pml2.configure(show_inner_bars=progress == "all")
-
-
-#: Whether this process has started writing a run folder (for the Ctrl-C line).
-_STARTED = False
-
-
-def lock_run_dir(run_dir: str) -> None:
-    """Lock ``run_dir`` for this process (:func:`benchmarks._shared.lock_folder` on
-    ``<run_dir>/.lock``): a folder that another process uses is a ``ValueError`` naming it."""
-    _io.lock_folder(run_dir, LOCK_NAME, what="run folder")
-
-
-def unlock_run_dir(run_dir: str) -> None:
-    _io.unlock_folder(run_dir)
-
-
-def check_writable(run_dir: str) -> None:
-    """The run folder and the folders a run writes into exist as folders and are writable."""
-    for sub in ("", "cells", "records", "work"):
-        path = os.path.join(run_dir, sub) if sub else run_dir
-        if os.path.exists(path) and not (
-            os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
-        ):
-            raise ValueError(f"--output {run_dir!r}: {path} is not a writable folder")
-
-
-def drop_partial_writes(run_dir: str) -> None:
-    """Delete the temporary files (``.tmp-*``) of writes that a killed process left half done:
-    their complete version was never renamed into place. Called under the lock (no writer)."""
-    partial = [os.path.join(d, f) for d, _, files in os.walk(run_dir) for f in files
-               if f.startswith(".tmp-")]
-    for path in partial:
-        os.remove(path)
-    if partial:
-        train.log(f"removed {len(partial)} partial write(s) (.tmp-*) that a killed run left "
-                  f"in {run_dir}")
-
-
-def copy_extra_files(plan: Plan, run_dir: str) -> None:
-    """Copy each protocol's ``extra_files`` (e.g. the glyphs' sample grid) into the run folder."""
-    for data in plan.protocols.values():
-        for name, src in data.extra_files.items():
-            if os.path.isfile(src):
-                with open(src, "rb") as f:
-                    _io.atomic_write_bytes(os.path.join(run_dir, name), f.read())
-
-
-def prepare_run_dir(run_dir: str, identity: dict, fresh: bool) -> None:
-    """Create (or, with ``fresh``, empty) the run folder, lock it (:func:`lock_run_dir`) and pin
-    its configuration.
-
-    ``--fresh`` deletes only a folder that is empty or holds a benchmark run: never an arbitrary
-    folder that an ``--output`` typo pointed at. A damaged ``config_identity.json`` is an error
-    naming it: it pins the configuration, so it is not guessed.
-    """
-    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
-        raise ValueError(f"--output {run_dir!r} exists and is not a folder")
-    ident_path = os.path.join(run_dir, "config_identity.json")
-    entries = set(os.listdir(run_dir)) - {LOCK_NAME} if os.path.isdir(run_dir) else set()
-    if fresh and entries and not any(f in entries for f in RUN_MARKERS):
-        raise ValueError(
-            f"--fresh would delete {run_dir!r}, which holds no benchmark run (no "
-            f"{' or '.join(RUN_MARKERS)}); refusing. Pick another --output."
-        )
-    try:
-        os.makedirs(run_dir, exist_ok=True)
-    except OSError as e:
-        raise ValueError(f"--output {run_dir!r}: cannot create the folder ({e.strerror})") from e
-    check_writable(run_dir)
-    lock_run_dir(run_dir)
-    global _STARTED
-    _STARTED = True
-    if fresh:  # under the lock, which stays (deleting it would let a second process in)
-        for entry in set(os.listdir(run_dir)) - {LOCK_NAME}:
-            path = os.path.join(run_dir, entry)
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path)
-            else:
-                os.remove(path)
-    drop_partial_writes(run_dir)
-    if os.path.exists(ident_path):
-        try:
-            pinned = _io.read_json(ident_path)
-        except _io.DamagedFileError as e:
-            raise ValueError(
-                f"{e}. It pins the configuration of the run in {run_dir}, so it is not guessed: "
-                "restore it from a backup, or pass --fresh (deletes the run) or another --output"
-            ) from None
-        if pinned != identity:
-            raise SystemExit(
-                f"{run_dir} holds a run with another configuration or other data; resume it with "
-                "the same command, or pass --fresh (deletes it) or another --output"
-            )
-    else:
-        _io.atomic_write_json(ident_path, identity)
-
-
-class RunLog:
-    """``run.json``: the plan, the environment and one entry per session (a resumed run keeps
-    its history); rewritten atomically after every computed cell."""
-
-    def __init__(self, run_dir: str, plan: Plan, command: str):
-        self.path = os.path.join(run_dir, "run.json")
-        sessions = self._earlier_sessions()
-        now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        commit = report.git_commit()
-        self.session = {
-            "command": command,
-            "started_utc": now,
-            "wall_seconds": 0.0,  # updated after every cell: a killed session keeps what it did
-            "commit": commit,
-            "device": str(plan.device),
-            "cells_computed": [],
-        }
-        sessions.append(self.session)
-        self.info = {
-            "config": plan.cfg.to_dict(),
-            "plan": plan.cells,
-            "skipped": plan.skipped,
-            "protocols": {k: v.description for k, v in plan.protocols.items()},
-            "provenance": plan.provenance,
-            "command": command,
-            "commit": commit,
-            "device": str(plan.device),
-            "seeds": plan.cfg.seeds,
-            "started_utc": sessions[0]["started_utc"],
-            "sessions": sessions,
-            "environment": report.environment(str(plan.device)),
-        }
-        self.t0 = time.perf_counter()
-        self.write()
-
-    def _earlier_sessions(self) -> list:
-        """The sessions of ``run.json``; a damaged one is moved aside and rebuilt (said)."""
-        if not os.path.exists(self.path):
-            return []
-        try:
-            info = _io.read_json(self.path)
-            if not isinstance(info, dict) or not isinstance(info.get("sessions", []), list):
-                raise _io.DamagedFileError(self.path, "not a run record (no list of sessions)")
-            return info.get("sessions", [])
-        except _io.DamagedFileError as e:
-            aside = _io.move_aside(self.path)
-            train.log(f"{e} (moved to {aside}); rebuilt from this session: the history of "
-                      "earlier sessions is lost, their cells are kept")
-            return []
-
-    def cell_done(self, key: str) -> None:
-        self.session["cells_computed"].append(key)
-        self.session["wall_seconds"] = round(time.perf_counter() - self.t0, 3)
-        self.write()
-
-    def close(self) -> None:
-        self.session["wall_seconds"] = round(time.perf_counter() - self.t0, 3)
-        sessions = self.info["sessions"]
-        self.info["wall_seconds"] = round(sum(s.get("wall_seconds") or 0.0 for s in sessions), 1)
-        self.write()
-
-    def write(self) -> None:
-        _io.atomic_write_json(self.path, self.info)
-
-
-def run_cells(
-    plan: Plan, run_dir: str, log: RunLog, progress: str, settings: dict | None = None
-) -> None:
-    """Run (or read back) every cell of the plan; ``settings`` maps a method's name to the
-    (config, method) it trains with when that differs from the plan's (the tuning step's chosen
-    settings)."""
-    import tqdm
-
-    settings = settings or {}
-    by_name = {m.name: settings.get(m.name, (plan.cfg, m)) for m in plan.methods}
-    bar = tqdm.tqdm(plan.cells, desc="cells", disable=progress == "none", dynamic_ncols=True)
-    for protocol, name, seed in bar:
-        key = f"{protocol}/{name}/seed{seed}"
-        bar.set_postfix_str(key)
-        done = train.is_committed(run_dir, protocol, name, seed)
-        cfg, method = by_name[name]
-        res = train.run_cell(cfg, run_dir, plan.protocols[protocol], method, seed, plan.device)
-        bar.set_postfix_str(f"{key} MAP@R={res['metrics']['mean_average_precision_at_r']:.3f}")
-        if not done:
-            log.cell_done(key)
-
-
-def report_only(args) -> int:
-    if not args.output:
-        raise SystemExit("--report-only needs --output RUN_DIR")
-    run_json = os.path.join(args.output, "run.json")
-    if not os.path.isfile(run_json):
-        raise ValueError(f"--report-only: {args.output!r} holds no run (no run.json)")
-    again = "run the run's command again (without --report-only) to recompute it"
-    try:
-        info = _io.read_json(run_json)
-        if not isinstance(info, dict) or not isinstance(info.get("plan"), list):
-            raise _io.DamagedFileError(run_json, "not a run record (no plan)")
-        for protocol, method, seed in info["plan"]:
-            path = train.cell_paths(args.output, protocol, method, seed)["result"]
-            if os.path.exists(path):
-                train.read_result(path, protocol, method, seed)
-    except _io.DamagedFileError as e:
-        raise ValueError(f"--report-only: {e}; {again}") from None
-    print(report.build_report(args.output, info, make_plots=not args.no_plots))
-    return 0
-
-
-def list_methods(cfg: config_mod.Config) -> int:
-    """Print every method with its description, why it would be skipped, or its error (a
-    class name that exists nowhere: exit status 1)."""
-    status = 0
-    for m in cfg.methods:
-        try:
-            why = None if m.no_learning else registry.check_available(m)
-        except ValueError as e:
-            print(f"{m.name:28s} (error: {e})")
-            status = 1
-            continue
-        print(f"{m.name:28s} {'(skipped: ' + why + ')' if why else m.description or ''}")
-    return status
+def _shown_command(prefix: str, argv) -> str:
+    argv_shown = sys.argv[1:] if argv is None else argv
+    return " ".join([prefix, *(shlex.quote(a) for a in argv_shown)])
 
 
 def main(argv=None) -> int:
@@ -487,30 +246,19 @@ def main(argv=None) -> int:
         print(config_mod.help_text())
         return 0
     if args.report_only:
-        return report_only(args)
+        return runner.report_only(args.output, make_plots=not args.no_plots)
     cfg = resolve_config(args)
     if args.list_methods:
-        return list_methods(cfg)
-    plan = make_plan(cfg, args)  # every check is done before the output folder is touched
-    run_dir = args.output or os.path.join(RESULTS_ROOT, cfg.name)
-    progress = args.progress or ("all" if sys.stderr.isatty() else "cells")
-    start_process(cfg, progress)
-    try:
-        prepare_run_dir(run_dir, config_mod.identity(cfg, plan.provenance), fresh=args.fresh)
-        copy_extra_files(plan, run_dir)
-        argv_shown = sys.argv[1:] if argv is None else argv
-        command = " ".join(["python -m benchmarks", *(shlex.quote(a) for a in argv_shown)])
-        log = RunLog(run_dir, plan, command)
-        run_cells(plan, run_dir, log, progress)
-        log.close()
-        print(report.build_report(run_dir, log.info, make_plots=not args.no_plots))
-    finally:
-        unlock_run_dir(run_dir)
-    print(
-        f"[benchmarks] {len(plan.cells)} cells in {log.session['wall_seconds']} s; report in "
-        f"{run_dir}/ (table.md, results.json, spectrum_*.png, metrics_*.png, records/)"
-    )
-    return 0
+        return runner.list_methods(cfg)
+    return runner.run_benchmark(cfg, args, _shown_command("python -m benchmarks", argv))
+
+
+def tune_main(argv=None) -> int:
+    from . import search
+
+    own, args = parse_tune_args(argv)
+    cfg = resolve_config(args)
+    return search.run_tune(cfg, own, args, _shown_command("python -m benchmarks tune", argv))
 
 
 class Terminated(KeyboardInterrupt):
@@ -521,38 +269,51 @@ def _raise_terminated(signum, frame):
     raise Terminated()
 
 
-def resume_command(argv: list[str]) -> str:
+def resume_command(argv: list[str], where: ranks.Ranks | None = None) -> str:
     """The command that resumes a run started with ``argv`` (``--fresh`` left out: it would
-    delete what was done)."""
-    return " ".join(["python -m benchmarks", *(shlex.quote(a) for a in argv if a != "--fresh")])
+    delete what was done); under torchrun, the torchrun command of this machine."""
+    args = " ".join(shlex.quote(a) for a in argv if a != "--fresh")
+    if where is None or where.world_size == 1:
+        return f"python -m benchmarks {args}".rstrip()
+    launch = f"torchrun --standalone --nproc-per-node {where.local_world_size} -m benchmarks"
+    if where.local_world_size != where.world_size:
+        return f"the same torchrun command on every machine ({launch} {args})".rstrip()
+    return f"{launch} {args}".rstrip()
 
 
 def run(argv=None) -> int:
     """``main`` as the command line runs it: a bad config, option, data root or run folder ends
     with one ``error:`` line instead of a traceback; Ctrl-C (exit status 130) and SIGTERM (143)
-    end with one line naming the command that resumes the run. ``python -m benchmarks tune ...``
-    is the tuning step (``tune.main``)."""
+    end with one line naming the command that resumes the run (rank 0 only, under torchrun).
+    ``python -m benchmarks tune ...`` is the tuning step."""
     argv = sys.argv[1:] if argv is None else list(argv)
     previous = signal.signal(signal.SIGTERM, _raise_terminated), signal.getsignal(signal.SIGINT)
     held = set(_io.held_locks())
     try:
+        where = ranks.from_env()
+    except ValueError as e:
+        sys.exit(f"python -m benchmarks: error: {e}")
+    who = f" (rank {where.rank})" if where.distributed else ""
+    quiet = not where.main or os.environ.get(LAUNCHER_ENV) == "1"
+    try:
         if argv[:1] == ["tune"]:
-            from . import tune
-
-            return tune.main(argv[1:])
+            return tune_main(argv[1:])
         return main(argv)
     except KeyboardInterrupt as e:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C while the line is written
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         what, status = ("terminated (SIGTERM)", 143) if isinstance(e, Terminated) else (
             "interrupted (Ctrl-C)", 130)
-        kept = ("every finished epoch is kept; resume with" if _STARTED
-                else "nothing was written; run again with")
-        print(f"\npython -m benchmarks: {what}; {kept}: {resume_command(argv)}",
-              file=sys.stderr, flush=True)
+        if not quiet:
+            kept = ("every finished epoch is kept; resume with" if runner.STARTED
+                    else "nothing was written; run again with")
+            if where.distributed:
+                what += " — torchrun stops every rank when one fails; its report names it"
+            print(f"\npython -m benchmarks: {what}; {kept}: {resume_command(argv, where)}",
+                  file=sys.stderr, flush=True)
         sys.exit(status)
     except (ValueError, FileNotFoundError, OSError) as e:
-        sys.exit(f"python -m benchmarks: error: {e}")
+        sys.exit(f"python -m benchmarks: error{who}: {e}")
     finally:
         for folder in set(_io.held_locks()) - held:  # e.g. the run folder of the tuning step
             _io.unlock_folder(folder)

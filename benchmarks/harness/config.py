@@ -10,7 +10,7 @@ type, default and meaning (generated from the dataclasses, so it cannot go out o
   a ``dataset.name`` other than the inherited one drops the inherited dataset options.
 - A config without ``base`` and without ``methods`` takes the method grid of
   ``configs/digits.yaml``.
-- Class specs (``loss``, ``miner``): ``{class: Name, args: {...}}``; see ``registry``.
+- Class specs (``loss``, ``miner``): ``{class: Name, args: {...}}``; see ``class_lookup``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from . import datasets, registry, schema
+from . import class_lookup, datasets, schema
 from .models import ModelOptions, model_names
 from .schema import non_negative, non_negative_int, option, positive_int
 
@@ -125,7 +125,7 @@ class MethodSpec:
     miner: dict | None = option(None, "class spec, optional")
     no_learning: bool = option(False, "raw inputs, L2-normalised, no training (the floor row)")
     search: dict | None = option(
-        None, "hyperparameter search space, dotted key -> distribution (see tuning.py)"
+        None, "hyperparameter search space, dotted key -> distribution (see search_space.py)"
     )
     baseline: str | None = option(
         None, "the row this one adds a method to: the report shows their paired effect"
@@ -136,7 +136,7 @@ class MethodSpec:
             raise ValueError(f"method {self.name!r} must give a 'loss' (or no_learning: true)")
         for key in ("loss", "miner"):
             spec = getattr(self, key)
-            if spec is not None and not registry.is_spec(spec):
+            if spec is not None and not class_lookup.is_spec(spec):
                 raise ValueError(
                     f"method {self.name!r}: {key} must be a mapping with a 'class' key, "
                     f"got {spec!r}"
@@ -352,7 +352,7 @@ def help_text(with_datasets: bool = True) -> str:
         *wrap(
             "Class specs: {class: Name, args: {...}}; Name is a bare class name of "
             "pml_anticollapse.<kind> or pytorch_metric_learning.<kind> (kind: "
-            f"{', '.join(registry.KINDS)}; a name in both is an error naming both), or a "
+            f"{', '.join(class_lookup.KINDS)}; a name in both is an error naming both), or a "
             "dotted path. A spec inside args is built first; num_classes and embedding_size "
             "are filled in when the constructor takes them."
         ),

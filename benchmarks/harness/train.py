@@ -42,7 +42,7 @@ import torch
 from pytorch_metric_learning import samplers
 
 from .. import _shared as _io
-from . import registry
+from . import class_lookup
 from .config import Config, MethodSpec
 from .datasets import ProtocolData
 from .evaluate import Evaluator
@@ -143,7 +143,7 @@ def input_shape(dataset) -> tuple[int, ...]:
 def build_loss_and_miner(cfg: Config, method: MethodSpec, num_classes: int):
     """The method's loss and miner (``num_classes`` / ``embedding_size`` filled in)."""
     context = {"num_classes": num_classes, "embedding_size": cfg.model.embedding_size}
-    return registry.build(method.loss, context), registry.build(method.miner, context)
+    return class_lookup.build(method.loss, context), class_lookup.build(method.miner, context)
 
 
 @dataclasses.dataclass

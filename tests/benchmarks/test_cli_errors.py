@@ -38,7 +38,7 @@ def _main(cfg_path, out, *extra):
     "extra, match",
     [
         (["--device", "foo"], "device must be auto, cpu, cuda or cuda:N, got 'foo'"),
-        (["--threads", "-1"], "threads must be a positive integer, got -1"),
+        (["--set", "threads=-1"], "threads must be a positive integer, got -1"),
         (["--set", "training=5"], "training must be a mapping, got 5"),
         (["--set", "name=2024"], "name must be a non-empty string, got 2024"),
         (["--set", "dataset.split_seed=abc"], "dataset.split_seed must be an integer, got 'abc'"),
@@ -64,6 +64,14 @@ def test_bad_input_is_named_and_leaves_no_folder(cfg_path, tmp_path, extra, matc
     with pytest.raises(ValueError, match=match.replace("[", r"\[").replace("(", r"\(")):
         _main(cfg_path, out, *extra)
     assert not out.exists()
+
+
+def test_a_bad_thread_count_on_the_command_line_is_a_usage_error(cfg_path, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        _main(cfg_path, tmp_path / "run", "--threads", "-1")
+    assert stop.value.code == 2
+    assert "argument --threads: expected a positive integer, got '-1'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 def test_missing_data_root_does_not_lock_the_output_folder(tmp_path):

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from benchmarks import _shared as _io
-from benchmarks.harness import cli, train
+from benchmarks.harness import cli, runner, train
 from tests.benchmarks._util import digits_cell
 
 TRAINING = {"epochs": 3, "batch_size": 16, "m_per_class": 4, "iterations_per_epoch": 2,
@@ -303,7 +303,7 @@ class TestDamagedRunFiles:
 
 
 class TestDamagedTuningRun:
-    """``python -m benchmarks tune`` calls ``train.run_cell`` and ``cli.RunLog`` too: its run
+    """``python -m benchmarks tune`` calls ``train.run_cell`` and ``runner.RunLog`` too: its run
     folder recovers the same way."""
 
     def test_damaged_test_cells_and_run_json_of_a_tuned_run(self, tmp_path, capsys):

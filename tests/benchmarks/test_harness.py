@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.harness import cli, config, datasets, registry, report, train
+from benchmarks.harness import class_lookup, cli, config, datasets, ranks, report, train
 from benchmarks.harness.datasets import digits as digits_data
 from tests.benchmarks._util import retrieval_reference, run_cli, sqlite_dump
 
@@ -239,10 +239,10 @@ class TestRegistry:
 
         import pml_anticollapse.losses as plugin_losses
 
-        assert registry.resolve("MCR2Loss") is plugin_losses.MCR2Loss
-        assert registry.resolve("ContrastiveLoss") is losses.ContrastiveLoss
+        assert class_lookup.resolve("MCR2Loss") is plugin_losses.MCR2Loss
+        assert class_lookup.resolve("ContrastiveLoss") is losses.ContrastiveLoss
         assert (
-            registry.resolve("pytorch_metric_learning.miners.MultiSimilarityMiner").__name__
+            class_lookup.resolve("pytorch_metric_learning.miners.MultiSimilarityMiner").__name__
             == "MultiSimilarityMiner"
         )
 
@@ -254,11 +254,11 @@ class TestRegistry:
         with pytest.raises(ValueError, match=r"class 'RankedListLoss' is ambiguous: it names "
                            r"pml_anticollapse\.losses\.RankedListLoss and "
                            r"pytorch_metric_learning\.losses\.RankedListLoss"):
-            registry.resolve("RankedListLoss")
-        assert registry.resolve("pml_anticollapse.losses.RankedListLoss") is (
+            class_lookup.resolve("RankedListLoss")
+        assert class_lookup.resolve("pml_anticollapse.losses.RankedListLoss") is (
             plugin_losses.RankedListLoss
         )
-        assert registry.resolve("pytorch_metric_learning.losses.RankedListLoss") is (
+        assert class_lookup.resolve("pytorch_metric_learning.losses.RankedListLoss") is (
             losses.RankedListLoss
         )
 
@@ -271,19 +271,19 @@ class TestRegistry:
         assert not out.exists()
 
     def test_missing_class(self):
-        with pytest.raises(registry.MissingClassError, match="NoSuchLoss"):
-            registry.resolve("NoSuchLoss")
-        with pytest.raises(registry.MissingClassError, match="no attribute 'Nope'"):
-            registry.resolve("pml_anticollapse.miners.Nope")
+        with pytest.raises(class_lookup.MissingClassError, match="NoSuchLoss"):
+            class_lookup.resolve("NoSuchLoss")
+        with pytest.raises(class_lookup.MissingClassError, match="no attribute 'Nope'"):
+            class_lookup.resolve("pml_anticollapse.miners.Nope")
         method = config.MethodSpec(
             name="x",
             loss={"class": "TripletMarginLoss"},
             miner={"class": "pml_anticollapse.miners.Nope"},
         )
         with pytest.raises(ValueError, match="method 'x': .*has no attribute 'Nope'"):
-            registry.check_available(method)  # exists nowhere: an error, never a skip
+            class_lookup.check_available(method)  # exists nowhere: an error, never a skip
         ok = config.MethodSpec(name="y", loss={"class": "TripletMarginLoss"})
-        assert registry.check_available(ok) is None
+        assert class_lookup.check_available(ok) is None
 
     def test_nested_build_fills_context(self):
         spec = {
@@ -293,10 +293,10 @@ class TestRegistry:
                 "target": "proxies",
             },
         }
-        loss = registry.build(spec, {"num_classes": 7, "embedding_size": 16})
+        loss = class_lookup.build(spec, {"num_classes": 7, "embedding_size": 16})
         assert loss.loss.proxies.shape == (7, 16)
         assert loss.loss.margin == 0.2
-        reg = registry.build(
+        reg = class_lookup.build(
             {
                 "class": "TripletMarginLoss",
                 "args": {
@@ -313,9 +313,9 @@ class TestRegistry:
 
     def test_bad_spec(self):
         with pytest.raises(ValueError, match="unknown keys"):
-            registry.build({"class": "TripletMarginLoss", "kwargs": {}})
+            class_lookup.build({"class": "TripletMarginLoss", "kwargs": {}})
         with pytest.raises(TypeError, match="cannot build TripletMarginLoss"):
-            registry.build({"class": "TripletMarginLoss", "args": {"no_such_arg": 1}})
+            class_lookup.build({"class": "TripletMarginLoss", "args": {"no_such_arg": 1}})
 
     def test_missing_class_method_is_skipped_not_fatal(self, tmp_path, monkeypatch):
         # a class whose module exists but cannot be imported here (a dependency is missing)
@@ -519,15 +519,23 @@ class TestSamplerAndReport:
     def test_device_pick(self, cuda, monkeypatch):
         # both branches on every host: CUDA's presence is what pick_device asks torch
         monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
-        assert cli.pick_device("cpu") == torch.device("cpu")
-        assert cli.pick_device("auto") == torch.device("cuda" if cuda else "cpu")
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 2 if cuda else 0)
+        assert ranks.pick_device("cpu", ranks.Ranks()) == torch.device("cpu")
+        auto = torch.device("cuda", 0) if cuda else torch.device("cpu")
+        assert ranks.pick_device("auto", ranks.Ranks()) == auto
         if cuda:
-            assert cli.pick_device("cuda:1") == torch.device("cuda", 1)
+            assert ranks.pick_device("cuda:1", ranks.Ranks()) == torch.device("cuda", 1)
+            # under torchrun each rank takes its local GPU; more ranks than GPUs is an error
+            second = ranks.Ranks(rank=1, local_rank=1, world_size=2, local_world_size=2)
+            assert ranks.pick_device("cuda", second) == torch.device("cuda", 1)
+            third = ranks.Ranks(rank=2, local_rank=2, world_size=3, local_world_size=3)
+            with pytest.raises(ValueError, match="3 ranks on this machine but 2 CUDA device"):
+                ranks.pick_device("auto", third)
         else:
             with pytest.raises(ValueError, match="device 'cuda' asked for, but CUDA is not"):
-                cli.pick_device("cuda")
+                ranks.pick_device("cuda", ranks.Ranks())
         with pytest.raises(ValueError, match="device must be auto, cpu, cuda or cuda:N"):
-            cli.pick_device("gpu0")
+            ranks.pick_device("gpu0", ranks.Ranks())
 
     def test_the_floor_row_is_found_by_its_flag(self):
         def row(v):

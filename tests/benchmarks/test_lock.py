@@ -14,7 +14,7 @@ import time
 import pytest
 
 from benchmarks import _shared as _io
-from benchmarks.harness import cli
+from benchmarks.harness import cli, runner
 from tests.benchmarks._util import REPO, cli_command_with_checkpoint_delay, cli_env, run_cli
 
 CONFIG = (
@@ -106,22 +106,22 @@ class TestLock:
         out = tmp_path / "run"
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=30)
-        assert str(holder.pid) in (out / cli.LOCK_NAME).read_text()
+        assert str(holder.pid) in (out / runner.LOCK_NAME).read_text()
         assert cli.main([*_args(cfg, out), "--methods", "no_learning"]) == 0
-        assert str(os.getpid()) in (out / cli.LOCK_NAME).read_text()
+        assert str(os.getpid()) in (out / runner.LOCK_NAME).read_text()
 
     def test_the_lock_is_released_at_the_end_and_reentrant(self, cfg, tmp_path):
         out = tmp_path / "run"
         assert cli.main([*_args(cfg, out), "--methods", "no_learning"]) == 0
         assert os.path.realpath(out) not in _io.held_locks()  # released by main
-        cli.lock_run_dir(str(out))
-        cli.lock_run_dir(str(out))  # the holder itself: a no-op
+        _io.lock_folder(str(out), runner.LOCK_NAME)
+        _io.lock_folder(str(out), runner.LOCK_NAME)  # the holder itself: a no-op
         try:
             proc = subprocess.run([sys.executable, "-c", HOLDER, str(out)], cwd=REPO,
                                   env=cli_env(), capture_output=True, text=True, timeout=60)
             assert proc.returncode == 1 and f"in use by PID {os.getpid()}" in proc.stderr
         finally:
-            cli.unlock_run_dir(str(out))
+            _io.unlock_folder(str(out))
         assert os.path.realpath(out) not in _io.held_locks()
 
 

@@ -1,4 +1,4 @@
-"""The tuning core (benchmarks/harness/tuning.py): search spaces, class folds, resumable search."""
+"""The tuning core (benchmarks/harness/search_space.py): search spaces, class folds, resumable search."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from benchmarks.harness import tuning
+from benchmarks.harness import search_space as tuning
 
 CONFIG_KEYS = {"training.lr_trunk", "training.epochs", "model.embedding_size"}
 
@@ -130,11 +130,11 @@ class TestResumableSearch:
     def test_killed_search_resumes_with_the_same_trials(self, tmp_path):
         ref_calls = []
         ref = tuning.run_search(
-            tuning.study_storage(str(tmp_path / "ref.sqlite3")), "m", SPACE, 14, 0,
+            tuning.open_storage("sqlite:///" + str(tmp_path / "ref.sqlite3")), "m", SPACE, 14, 0,
             _objective(ref_calls),
         )
         # the same search, killed inside trial 11 (after TPE's 10 random start-up trials)
-        storage = tuning.study_storage(str(tmp_path / "killed.sqlite3"))
+        storage = tuning.open_storage("sqlite:///" + str(tmp_path / "killed.sqlite3"))
         calls = []
         inner = _objective(calls)
 
@@ -146,7 +146,7 @@ class TestResumableSearch:
         with pytest.raises(KeyboardInterrupt):
             tuning.run_search(storage, "m", SPACE, 14, 0, dies_at_11)
         resumed = tuning.run_search(
-            tuning.study_storage(str(tmp_path / "killed.sqlite3")), "m", SPACE, 14, 0, inner
+            tuning.open_storage("sqlite:///" + str(tmp_path / "killed.sqlite3")), "m", SPACE, 14, 0, inner
         )
         assert self._trials(resumed) == self._trials(ref)
         assert [n for n, _ in calls] == list(range(14))  # no trial lost, none repeated
@@ -158,9 +158,9 @@ class TestResumableSearch:
         import optuna
 
         ref = tuning.run_search(
-            tuning.study_storage(str(tmp_path / "ref.sqlite3")), "m", SPACE, 12, 0, _objective([])
+            tuning.open_storage("sqlite:///" + str(tmp_path / "ref.sqlite3")), "m", SPACE, 12, 0, _objective([])
         )
-        storage = tuning.study_storage(str(tmp_path / "k.sqlite3"))
+        storage = tuning.open_storage("sqlite:///" + str(tmp_path / "k.sqlite3"))
         calls = []
         tuning.run_search(storage, "m", SPACE, 11, 0, _objective(calls))  # 11 trials done
         study = optuna.load_study(study_name="m", storage=storage)
@@ -176,10 +176,10 @@ class TestResumableSearch:
 
     def test_other_seed_other_trials(self, tmp_path):
         a = tuning.run_search(
-            tuning.study_storage(str(tmp_path / "a.sqlite3")), "m", SPACE, 3, 0, _objective([])
+            tuning.open_storage("sqlite:///" + str(tmp_path / "a.sqlite3")), "m", SPACE, 3, 0, _objective([])
         )
         b = tuning.run_search(
-            tuning.study_storage(str(tmp_path / "b.sqlite3")), "m", SPACE, 3, 1, _objective([])
+            tuning.open_storage("sqlite:///" + str(tmp_path / "b.sqlite3")), "m", SPACE, 3, 1, _objective([])
         )
         assert [t.params for t in a.get_trials()] != [t.params for t in b.get_trials()]
 
@@ -187,7 +187,7 @@ class TestResumableSearch:
         """After the random start-up trials TPE concentrates near the optimum (lr 1e-3, margin
         0.3): the best of 30 trials is closer than the best of the first 10."""
         study = tuning.run_search(
-            tuning.study_storage(str(tmp_path / "s.sqlite3")), "m", SPACE, 30, 0, _objective([])
+            tuning.open_storage("sqlite:///" + str(tmp_path / "s.sqlite3")), "m", SPACE, 30, 0, _objective([])
         )
         values = [t.value for t in study.get_trials()]
         assert max(values) > max(values[:10])
@@ -201,7 +201,8 @@ def test_best_so_far_is_a_running_maximum():
 
 class TestFoldData:
     def test_folds_hold_training_images_only_with_remapped_labels(self):
-        from benchmarks.harness import config, datasets, tune
+        from benchmarks.harness import config, datasets
+        from benchmarks.harness import search as tune
 
         cfg = config.load_config(config.DIGITS_CONFIG)
         data = datasets.build(cfg.dataset)["zero_shot"]  # train digits 0-4, test 5-9
@@ -248,11 +249,11 @@ class TestTuneCommandLine:
         ],
     )
     def test_a_bad_space_is_an_error_before_anything_runs(self, tmp_path, search, message):
-        from benchmarks.harness import tune
+        from benchmarks.harness import cli
 
         out = tmp_path / "run"
         with pytest.raises(ValueError, match=re.escape(message)):
-            tune.main(["--config", str(self._cfg(tmp_path, search)), "--output", str(out),
+            cli.tune_main(["--config", str(self._cfg(tmp_path, search)), "--output", str(out),
                        "--trials", "2", "--folds", "2", "--progress", "none"])
         assert not out.exists()
 

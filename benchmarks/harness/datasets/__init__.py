@@ -198,8 +198,13 @@ def load_builtin() -> None:
 
 
 def dataset_names() -> tuple[str, ...]:
+    """Registered dataset names, built-ins first in ``BUILTIN_MODULES`` order (not import order,
+    which depends on what a caller happened to import first), then plug-ins as registered."""
     load_builtin()
-    return tuple(_DATASETS)
+    rank = {f"{__name__}.{mod}": i for i, mod in enumerate(BUILTIN_MODULES)}
+    return tuple(
+        sorted(_DATASETS, key=lambda name: rank.get(_DATASETS[name].__module__, len(rank)))
+    )
 
 
 def dataset_class(name: str) -> type:

@@ -3,7 +3,7 @@
 Two steps, both resumable (a killed run restarted with the same command goes on):
 
 1. **Search** (``<run>/tuning/``). For every method with a ``search`` space: ``--trials`` trials
-   (the same number for every method) of Optuna's seeded TPE (see :mod:`tuning`); a trial's
+   (the same number for every method) of Optuna's seeded TPE (see :mod:`search_space`); a trial's
    objective is the mean MAP@R over ``--folds`` class-disjoint folds carved from the *training*
    classes of the tuning protocol (``--tune-protocol``, default: the first one). Each fold
    trains on the fold's fit classes and retrieves its validation classes among themselves; the
@@ -23,9 +23,7 @@ config; each method's chosen settings are in ``metadata.tuning.best``.
 
 from __future__ import annotations
 
-import argparse
 import os
-import shlex
 import sys
 import time
 
@@ -33,74 +31,9 @@ import numpy as np
 import torch
 
 from .. import _shared as _io
-from . import cli, report, train, tuning
 from . import config as config_mod
+from . import ranks, report, runner, search_space, train
 from .datasets import ProtocolData
-
-EPILOG = """\
-examples:
-  python -m benchmarks tune --dataset digits --trials 30 --folds 4
-  python -m benchmarks tune --smoke                   # 2 trials x 2 folds per method (seconds)
-  python -m benchmarks tune --config benchmarks/harness/configs/glyphs.yaml --trials 8 --folds 3
-
-Every other option of `python -m benchmarks` (--config, --dataset, --methods, --seeds, --set,
---output, --device, --threads, --progress, --no-plots) works here too.
-"""
-
-
-def parse_args(argv) -> tuple[argparse.Namespace, argparse.Namespace]:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks tune",
-        description="Equal-budget hyperparameter search on validation folds of the training "
-        "classes, then the test table with the chosen settings.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--trials", type=_shared_positive_int, help="trials per method (default 30)")
-    p.add_argument("--folds", type=_shared_positive_int, help="validation folds (default 4)")
-    p.add_argument("--fold-seed", type=_seed, default=0, help="seed of the class folds")
-    p.add_argument("--search-seed", type=_seed, default=0, help="seed of the TPE sampler")
-    p.add_argument("--tune-seed", type=_seed, default=0, help="training seed inside a fold")
-    p.add_argument(
-        "--tune-protocol", help="protocol whose training classes are folded (default: first)"
-    )
-    p.add_argument(
-        "--allow-untuned",
-        action="store_true",
-        help="keep methods without a search space at their config settings instead of refusing",
-    )
-    p.add_argument(
-        "--search-only", action="store_true", help="stop after the search (no test table)"
-    )
-    own, rest = p.parse_known_args(argv)
-    if "-h" in rest or "--help" in rest:
-        p.print_help()
-        raise SystemExit(0)
-    args = cli.parse_args(rest)
-    for flag in ("list_methods", "help_config", "report_only"):
-        if getattr(args, flag):
-            raise ValueError(
-                f"tune: --{flag.replace('_', '-')} is an option of `python -m benchmarks`, not of "
-                "the search (run it without `tune`)"
-            )
-    if args.smoke:
-        own.trials = own.trials or 2
-        own.folds = own.folds or 2
-    if own.folds is not None and own.folds < 2:
-        raise ValueError(f"--folds must be >= 2, got {own.folds}")
-    return own, args
-
-
-def _shared_positive_int(text: str) -> int:
-    return int(_io.positive_int(text))
-
-
-def _seed(text: str) -> int:
-    value = int(_io.non_negative_int(text))
-    if value >= 2**32:
-        raise argparse.ArgumentTypeError(f"expected a seed in [0, 2**32), got {text!r}")
-    return value
-
 
 # ----------------------------------------------------------------------------- fold data
 
@@ -138,7 +71,7 @@ def fold_protocols(data: ProtocolData, k: int, seed: int) -> list[ProtocolData]:
     labels = _labels_of(data.train)
     plain = eval_view(data.train)
     out = []
-    for i, (fit, val) in enumerate(tuning.class_folds(labels, k, seed)):
+    for i, (fit, val) in enumerate(search_space.class_folds(labels, k, seed)):
         fit_idx = np.flatnonzero(np.isin(labels, fit))
         val_idx = np.flatnonzero(np.isin(labels, val))
         remap = {c: j for j, c in enumerate(fit)}
@@ -171,14 +104,14 @@ def config_key_exists(cfg: config_mod.Config):
     tree = cfg.to_dict()
 
     def exists(key: str) -> bool:
-        return key.split(".", 1)[0] in SEARCHABLE and tuning._has_path(tree, key)
+        return key.split(".", 1)[0] in SEARCHABLE and search_space.has_path(tree, key)
 
     return exists
 
 
 def apply(cfg: config_mod.Config, method: config_mod.MethodSpec, params: dict):
     """The config and method with ``params`` set, checked by the schema."""
-    raw_cfg, raw_method = tuning.apply_params(cfg.to_dict(), _method_dict(method), params)
+    raw_cfg, raw_method = search_space.apply_params(cfg.to_dict(), _method_dict(method), params)
     raw_cfg["methods"] = [raw_method if m["name"] == method.name else m for m in raw_cfg["methods"]]
     new = config_mod.parse_config(raw_cfg)
     return new, new.method(method.name)
@@ -190,8 +123,10 @@ def _method_dict(method: config_mod.MethodSpec) -> dict:
     return {f.name: getattr(method, f.name) for f in dataclasses.fields(method)}
 
 
-def search_method(cfg, method, space, folds, own, tune_dir, device, bar) -> dict:
-    """Run (or finish) the search of one method; return its summary for ``best.json``."""
+def search_method(cfg, method, space, folds, own, tune_dir, device, storage, meta: dict,
+                  on_trial=None) -> dict:
+    """Run (or finish) the search of one method; return its summary (``<method>/summary.json``,
+    gathered into ``best.json``). ``on_trial(text)`` hears about every finished trial."""
     path = os.path.join(tune_dir, method.name, "trials.json")
     records = {}
     if os.path.exists(path):  # a damaged record is set aside: the study and the cells remain
@@ -205,12 +140,12 @@ def search_method(cfg, method, space, folds, own, tune_dir, device, bar) -> dict
     def objective(number: int, params: dict) -> float:
         t0 = time.perf_counter()
         cfg_t, method_t = apply(cfg, method, params)
-        trial_dir = os.path.join(tune_dir, method.name, f"trial{number:03d}")
+        trial_dir = trial_folder(tune_dir, method.name, number)
         values = []
         for fold in folds:
-            res = train.run_cell(cfg_t, trial_dir, fold, method_t, own.tune_seed, device)
+            res = train.run_cell(cfg_t, trial_dir, fold, method_t, own.tune_seed, device,
+                                 meta=meta)
             values.append(float(res["metrics"]["mean_average_precision_at_r"]))
-            bar.update(1)
         value = float(np.mean(values))
         records[str(number)] = {
             "number": number,
@@ -220,14 +155,15 @@ def search_method(cfg, method, space, folds, own, tune_dir, device, bar) -> dict
             "seconds": round(time.perf_counter() - t0, 2),
         }
         _io.atomic_write_json(path, records)
-        best = max(r["value"] for r in records.values())
-        bar.set_postfix_str(f"{method.name} trial {number} {value:.3f} (best {best:.3f})")
+        if on_trial is not None:
+            best = max(r["value"] for r in records.values())
+            on_trial(f"{method.name} trial {number} {value:.3f} (best {best:.3f})")
         return value
 
-    study = open_and_search(tune_dir, method.name, space, own, objective)
-    done = tuning.completed_trials(study)
+    study = open_and_search(tune_dir, method.name, space, own, objective, storage)
+    done = search_space.completed_trials(study)
     index = max(range(len(done)), key=lambda i: done[i].value)  # the first of equal bests
-    return {
+    summary = {
         "params": dict(done[index].params),
         "value": float(done[index].value),
         "best_trial": index,
@@ -236,19 +172,36 @@ def search_method(cfg, method, space, folds, own, tune_dir, device, bar) -> dict
         "space": [p.describe() for p in space],
         "curve": [t.value for t in done],
     }
+    _io.atomic_write_json(summary_path(tune_dir, method.name), summary)
+    return summary
 
 
-def open_and_search(tune_dir: str, name: str, space, own, objective):
-    """The search on the study in ``tune_dir``; a damaged study file is named, moved aside and
-    rebuilt (its trials are asked again with the same seeds, and their folds, committed as
-    cells, are read back instead of trained)."""
+def trial_folder(tune_dir: str, method: str, number: int) -> str:
+    return os.path.join(tune_dir, method, f"trial{number:03d}")
+
+
+def summary_path(tune_dir: str, method: str) -> str:
+    """A method's finished search (its best settings): written last, so it marks the search as
+    done for every rank."""
+    return os.path.join(tune_dir, method, "summary.json")
+
+
+def default_storage(tune_dir: str) -> str:
+    return "sqlite:///" + os.path.join(tune_dir, "study.sqlite3")
+
+
+def open_and_search(tune_dir: str, name: str, space, own, objective, storage: str):
+    """The search on the study in ``storage``; a damaged default study file is named, moved
+    aside and rebuilt (its trials are asked again with the same seeds, and their folds, committed
+    as cells, are read back instead of trained)."""
     path = os.path.join(tune_dir, "study.sqlite3")
     for attempt in (0, 1):
         try:
-            storage = tuning.study_storage(path)
-            return tuning.run_search(storage, name, space, own.trials, own.search_seed, objective)
+            opened = search_space.open_storage(storage)
+            return search_space.run_search(opened, name, space, own.trials, own.search_seed,
+                                           objective)
         except Exception as e:  # sqlalchemy's DatabaseError, optuna's StorageInternalError
-            if attempt or not _is_damaged_db(e):
+            if attempt or not _is_damaged_db(e) or storage != default_storage(tune_dir):
                 raise
             moved = _io.move_aside(path)
             print(f"[benchmarks tune] damaged study {path} ({type(e).__name__}); moved aside to "
@@ -261,18 +214,12 @@ def _is_damaged_db(e: Exception) -> bool:
     return bool(names & {"DatabaseError", "StorageInternalError"})
 
 
-# ----------------------------------------------------------------------------- main
+# ----------------------------------------------------------------------------- the command
 
 
-def main(argv=None) -> int:
-    own, args = parse_args(argv)
-    cfg = cli.resolve_config(args)
-    own.trials = own.trials or cfg.tuning.trials  # the command line wins over the config
-    own.folds = own.folds or cfg.tuning.folds
-    plan = cli.make_plan(cfg, args)
-    name = own.tune_protocol or cfg.tuning.protocol or next(iter(plan.protocols))
-    if name not in plan.protocols:
-        raise ValueError(f"--tune-protocol: unknown {name!r}; known: {sorted(plan.protocols)}")
+def search_spaces(cfg, plan, own) -> tuple[dict, list[str]]:
+    """Each tuned method's space, and the untuned rows; a method without a space is refused
+    unless ``--allow-untuned``."""
     exists = config_key_exists(cfg)
     spaces, untuned = {}, []
     for m in plan.methods:
@@ -284,7 +231,7 @@ def main(argv=None) -> int:
         entry = _method_dict(m)
         if cfg.tuning.search or m.search:  # the shared space, then the method's own keys
             entry["search"] = {**cfg.tuning.search, **(m.search or {})}
-        space = tuning.parse_space(entry, exists)
+        space = search_space.parse_space(entry, exists)
         if space:
             spaces[m.name] = space
         elif own.allow_untuned:
@@ -294,7 +241,6 @@ def main(argv=None) -> int:
                 f"method {m.name!r} has no search space: every tuned method gets the same budget "
                 "(give it a 'search' entry, leave it out with --methods, or pass --allow-untuned)"
             )
-    folds = fold_protocols(plan.protocols[name], own.folds, own.fold_seed)
     for m in plan.methods:  # a bad value in a space's range shows now, not after hours
         for p in spaces.get(m.name, []):
             for probe in p.choices if p.kind == "categorical" else (p.low, p.high):
@@ -302,52 +248,132 @@ def main(argv=None) -> int:
                     apply(cfg, m, {p.key: probe})
                 except ValueError as e:
                     raise ValueError(f"method {m.name!r}: search.{p.key}={probe!r}: {e}") from e
+    return spaces, untuned
 
-    run_dir = args.output or os.path.join(cli.RESULTS_ROOT, cfg.name + "-tuned")
-    progress = args.progress or ("all" if sys.stderr.isatty() else "cells")
-    cli.start_process(cfg, progress)
-    identity = config_mod.identity(cfg, plan.provenance)
-    identity["tuning"] = {
-        "search": cfg.tuning.search,
-        "trials": own.trials,
-        "folds": own.folds,
-        "fold_seed": own.fold_seed,
-        "search_seed": own.search_seed,
-        "tune_seed": own.tune_seed,
-        "protocol": name,
-        "untuned": untuned,
-    }
-    cli.prepare_run_dir(run_dir, identity, fresh=args.fresh)
-    cli.copy_extra_files(plan, run_dir)
-    tune_dir = os.path.join(run_dir, "tuning")
-    os.makedirs(tune_dir, exist_ok=True)
-    _io.atomic_write_json(
-        os.path.join(tune_dir, "folds.json"),
-        {f.name: f.provenance["fold"] for f in folds} | {"protocol": name},
-    )
 
-    import tqdm
+def fold_jobs(tune_dir: str, methods, folds, own, cfg) -> list[runner.Job]:
+    """The fold cells of every trial of ``methods`` (for the bar: their paths are known before
+    the trials run)."""
+    cost = cfg.training.epochs + 1
+    jobs = []
+    for name in methods:
+        for n in range(own.trials):
+            trial_dir = trial_folder(tune_dir, name, n)
+            for fold in folds:
+                paths = train.cell_paths(trial_dir, fold.name, name, own.tune_seed)
+                jobs.append(runner.Job(f"{name}/trial{n:03d}/{fold.name}", paths["result"],
+                                       paths["work"], cost))
+    return jobs
 
-    total = own.trials * own.folds * len(spaces)
-    bar = tqdm.tqdm(total=total, desc="tuning", disable=progress == "none", dynamic_ncols=True)
+
+def wait_for_searches(tune_dir: str, names) -> dict:
+    """Every method's summary, once every rank has written its own (no timeout: a search may
+    rightly take hours; torchrun stops this rank when another fails)."""
+    while True:
+        missing = [n for n in names if not os.path.exists(summary_path(tune_dir, n))]
+        if not missing:
+            break
+        time.sleep(runner.POLL_SECONDS)
     best = {}
-    for m in plan.methods:
-        if m.name in spaces:
-            best[m.name] = search_method(cfg, m, spaces[m.name], folds, own, tune_dir,
-                                         plan.device, bar)
+    for n in names:
+        try:
+            best[n] = _io.read_json(summary_path(tune_dir, n))
+        except _io.DamagedFileError as e:
+            raise ValueError(
+                f"{e}; delete it and run the command again (the study and the folds are kept, "
+                "so the search is read back, not recomputed)"
+            ) from None
+    return best
+
+
+def run_tune(cfg: config_mod.Config, own, args, command: str) -> int:
+    """``python -m benchmarks tune``: the searches (spread over the ranks, each one sequential
+    and seeded), then the test cells with the chosen settings (spread likewise)."""
+    own.trials = own.trials or cfg.tuning.trials  # the command line wins over the config
+    own.folds = own.folds or cfg.tuning.folds
+    where = ranks.from_env()
+    group = ranks.Group(where)
+    run_dir = args.output or os.path.join(runner.RESULTS_ROOT, cfg.name + "-tuned")
+    tune_dir = os.path.join(run_dir, "tuning")
+    storage = own.storage or default_storage(tune_dir)
+    try:
+        plan = runner.make_plan(cfg, args.methods, args.protocols, where)
+        name = own.tune_protocol or cfg.tuning.protocol or next(iter(plan.protocols))
+        if name not in plan.protocols:
+            raise ValueError(f"--tune-protocol: unknown {name!r}; known: {sorted(plan.protocols)}")
+        spaces, untuned = search_spaces(cfg, plan, own)
+        folds = fold_protocols(plan.protocols[name], own.folds, own.fold_seed)
+        progress = runner.progress_mode(args.progress, where)
+        threads, source = ranks.pick_threads(args.threads, cfg.threads, where)
+        runner.start_process(threads, progress, where)
+        identity = config_mod.identity(cfg, plan.provenance)
+        identity["tuning"] = {
+            "search": cfg.tuning.search,
+            "trials": own.trials,
+            "folds": own.folds,
+            "fold_seed": own.fold_seed,
+            "search_seed": own.search_seed,
+            "tune_seed": own.tune_seed,
+            "protocol": name,
+            "untuned": untuned,
+        }
+
+        def pending() -> dict:  # rank 0, the folder locked: what is left to do
+            os.makedirs(tune_dir, exist_ok=True)
+            _io.atomic_write_json(
+                os.path.join(tune_dir, "folds.json"),
+                {f.name: f.provenance["fold"] for f in folds} | {"protocol": name},
+            )
+            search_space.open_storage(storage)  # creates the tables before any rank uses them
+            return {
+                "searches": [m for m in spaces if not os.path.exists(summary_path(tune_dir, m))],
+                "pending": [] if own.search_only else runner.pending_cells(plan, run_dir),
+            }
+
+        session = runner.open_run(plan, run_dir, identity, args.fresh, where, group, command,
+                                  runner.layout_of(threads, source, where), progress, pending)
+        searches = session.start["searches"]
+        mine = ranks.share(searches, [1] * len(searches), where.world_size)[where.rank]
+        watcher = None
+        if where.main:
+            watcher = runner.Watcher(fold_jobs(tune_dir, list(spaces), folds, own, cfg),
+                                     "tuning", enabled=progress != "none")
+        try:
+            for m in plan.methods:
+                if m.name in mine:
+                    search_method(cfg, m, spaces[m.name], folds, own, tune_dir, plan.device,
+                                  storage, session.cell_meta,
+                                  on_trial=watcher.refresh if watcher else None)
+            best = wait_for_searches(tune_dir, list(spaces))
+        finally:
+            if watcher is not None:
+                watcher.close()
+        summary = tuning_summary(best, untuned, own, name)
+        if where.main:
             _io.atomic_write_json(os.path.join(tune_dir, "best.json"), best)
-    bar.close()
-    if not args.no_plots and best:
-        tuning.plot_best_so_far(
-            {k: v["curve"] for k, v in best.items()},
-            os.path.join(tune_dir, "best_so_far.png"),
-            f"{cfg.name}: {own.trials} trials x {own.folds} folds per method",
-        )
-    summary = tuning_summary(best, untuned, own, name)
-    print(report.tuned_section(summary))
-    if own.search_only:
-        return 0
-    return test_step(cfg, plan, best, summary, run_dir, argv, progress, args)
+            if not args.no_plots and best:
+                search_space.plot_best_so_far(
+                    {k: v["curve"] for k, v in best.items()},
+                    os.path.join(tune_dir, "best_so_far.png"),
+                    f"{cfg.name}: {own.trials} trials x {own.folds} folds per method",
+                )
+            print(report.tuned_section(summary))
+        if own.search_only:
+            if where.main:
+                session.log.info["tuning"] = summary
+                session.log.close()
+            return 0
+        tuned = {m.name: apply(cfg, m, best[m.name]["params"])
+                 for m in plan.methods if m.name in best}
+        runner.run_cells(session, session.start["pending"], settings=tuned)
+        text = runner.close_run(session, make_plots=not args.no_plots, extra={"tuning": summary})
+    finally:
+        runner.release(run_dir)
+        group.close()
+    if where.main:
+        print(text)
+        print(f"[benchmarks tune] report in {run_dir}/ (table.md, results.json, tuning/)")
+    return 0
 
 
 def tuning_summary(best: dict, untuned: list[str], own, protocol: str) -> dict:
@@ -364,19 +390,3 @@ def tuning_summary(best: dict, untuned: list[str], own, protocol: str) -> dict:
         "sampler": "optuna TPESampler re-seeded per trial; its first "
         f"{min(10, own.trials)} trials are random start-up draws",
     }
-
-
-def test_step(cfg, plan, best, summary, run_dir, argv, progress, args) -> int:
-    """Train every method with its best settings over the seeds and write the test table."""
-    argv_shown = sys.argv[1:] if argv is None else argv
-    command = " ".join(["python -m benchmarks tune", *(shlex.quote(a) for a in argv_shown)])
-    log = cli.RunLog(run_dir, plan, command)
-    log.info["tuning"] = summary
-    log.write()
-    tuned = {m.name: apply(cfg, m, best[m.name]["params"]) for m in plan.methods if m.name in best}
-    cli.run_cells(plan, run_dir, log, progress, settings=tuned)
-    log.close()
-    text = report.build_report(run_dir, log.info, make_plots=not args.no_plots)
-    print(text)
-    print(f"[benchmarks tune] report in {run_dir}/ (table.md, results.json, tuning/)")
-    return 0

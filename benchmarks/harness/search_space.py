@@ -33,6 +33,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -99,7 +100,7 @@ def parse_space(method: dict, key_exists: Callable[[str], bool]) -> list[Param]:
             raise SearchSpaceError(f"{where}: keys must be dotted config paths, got {key!r}")
         head = key.split(".", 1)[0]
         if head in METHOD_KEYS:
-            if not _has_path(method, key):
+            if not has_path(method, key):
                 raise SearchSpaceError(
                     f"{at}: unknown key: the method has no {key!r} (give its current value in "
                     "the method entry first, so the search changes a setting that is used)"
@@ -137,7 +138,7 @@ def parse_space(method: dict, key_exists: Callable[[str], bool]) -> list[Param]:
     return params
 
 
-def _has_path(tree: Any, key: str) -> bool:
+def has_path(tree: Any, key: str) -> bool:
     node = tree
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
@@ -198,13 +199,32 @@ def trial_seed(seed: int, method: str, number: int) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
-def study_storage(path: str):
-    """Optuna's SQLite storage at ``path`` (created when absent)."""
+def open_storage(url: str):
+    """The Optuna storage at ``url``: ``journal:PATH`` is an Optuna journal file (appends under
+    a file lock; fine on a local disk shared by the ranks of one machine), anything else an
+    Optuna RDB URL (``sqlite:///path``, ``postgresql://user@host/db``, ``mysql://...``: a
+    database server serves ranks on machines that share no reliable file locking). SQLite waits
+    up to 60 s for a lock that another rank holds."""
     import optuna
 
-    return optuna.storages.RDBStorage(
-        f"sqlite:///{path}", engine_kwargs={"connect_args": {"timeout": 60}}
-    )
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend
+
+        path = url[len("journal:"):]
+        if not path:
+            raise ValueError("--storage journal:PATH needs a file path")
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(path))
+    if "://" not in url:
+        raise ValueError(
+            f"--storage must be an Optuna RDB URL (sqlite:///path, postgresql://...) or "
+            f"journal:PATH, got {url!r}"
+        )
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    except ImportError as e:  # e.g. no psycopg2 for postgresql://
+        raise ValueError(f"--storage {url!r}: {e}") from e
 
 
 def completed_trials(study) -> list:
