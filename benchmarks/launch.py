@@ -102,6 +102,12 @@ def _failure_line(err, resume: str) -> str:
             f"finished epoch is kept; resume with: {resume}")
 
 
+def torch_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def main(argv: list[str] | None = None) -> int:
     own, args = parse_args(sys.argv[1:] if argv is None else list(argv))
     shown = " ".join([own.resume_as, *(shlex.quote(a) for a in args if a != "--fresh")])
@@ -120,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.CRITICAL)  # the line below replaces its report
     os.environ["PMLAC_LAUNCHER"] = "1"
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # the harness sets its threads itself
+    if _threads_asked(args) is None and not torch_cuda():
+        # the layout was counted with one thread per process: give each rank exactly that (the
+        # config's own ``threads`` would otherwise oversubscribe the cores)
+        args = [*args, "--threads", "1"]
     layout = ["--standalone", f"--nproc-per-node={nproc}", "-m", "benchmarks", *args]
     print(f"[benchmarks] {nproc} processes ({why}): torchrun {' '.join(layout)}",
           file=sys.stderr, flush=True)
