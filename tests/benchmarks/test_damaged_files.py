@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from benchmarks import _shared as _io
-from benchmarks.harness import cli, runner, train
+from benchmarks.harness import cli, train
 from tests.benchmarks._util import digits_cell
 
 TRAINING = {"epochs": 3, "batch_size": 16, "m_per_class": 4, "iterations_per_epoch": 2,
@@ -113,7 +113,7 @@ class TestDamagedCheckpoint:
         result = train.run_cell(cfg, str(tmp_path), protocol, method, 0, CPU)
         lines = [x for x in capsys.readouterr().err.splitlines() if "damaged file" in x]
         assert len(lines) == 2
-        for line, name in zip(lines, ("ckpt.pt", "ckpt.prev.pt")):
+        for line, name in zip(lines, ("ckpt.pt", "ckpt.prev.pt"), strict=True):
             assert line.startswith(f"[benchmarks] damaged file {work}/{name}: cannot be read")
             assert line.endswith("; restarting the cell from scratch")
         assert result["resumed_from_epoch"] is None

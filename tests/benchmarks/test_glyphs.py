@@ -314,7 +314,7 @@ class TestProtocols:
         assert set(train.fonts) == set(query.fonts) == set(GOOD)
         assert sorted(set(train.labels.tolist())) == list(range(31))
         # one label per character in the query set
-        pairs = set(zip(query.characters, query.labels.tolist()))
+        pairs = set(zip(query.characters, query.labels.tolist(), strict=True))
         assert len(pairs) == len({c for c, _ in pairs}) == len({lab for _, lab in pairs})
 
     def test_items_are_normalised_grey_tensors(self, protocols):
@@ -348,7 +348,7 @@ class TestProtocols:
         assert chars_of(p.train) == chars_of(p.query) == chars_of(zs.train)
         # coarse labels: fixed groups of the training characters, 31 // 4 = 7 groups of 4-5
         group = {}
-        for ch, lab in zip(p.train.characters, p.train.labels.tolist()):
+        for ch, lab in zip(p.train.characters, p.train.labels.tolist(), strict=True):
             assert group.setdefault(ch, lab) == lab
         sizes = np.bincount(list(group.values()))
         assert p.num_train_classes == 7 and len(sizes) == 7 and set(sizes) <= {4, 5}

@@ -247,7 +247,7 @@ class TestBackbones:
         assert not any(p.requires_grad for m in bns for p in m.parameters())
         before = [m.running_mean.clone() for m in bns]
         trunk(torch.randn(4, 3, SIZE, SIZE) + 3)
-        assert all(torch.equal(b, m.running_mean) for b, m in zip(before, bns))
+        assert all(torch.equal(b, m.running_mean) for b, m in zip(before, bns, strict=True))
         convs = [m for m in trunk.modules() if isinstance(m, torch.nn.Conv2d)]
         assert all(m.weight.requires_grad for m in convs)
 

@@ -206,7 +206,7 @@ class TestResumeAfterSigkill:
         assert [os.path.relpath(p, runs["ref"]) for p in ref] == [
             os.path.relpath(p, runs["killed"]) for p in killed
         ]
-        for a, b in zip(ref, killed):
+        for a, b in zip(ref, killed, strict=True):
             with open(a) as fa, open(b) as fb:
                 assert _strip_volatile(json.load(fa)) == _strip_volatile(json.load(fb)), a
 

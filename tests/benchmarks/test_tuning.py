@@ -1,4 +1,5 @@
-"""The tuning core (benchmarks/harness/search_space.py): search spaces, class folds, resumable search."""
+"""The tuning core (benchmarks/harness/search_space.py): search spaces, class folds, resumable
+search."""
 
 from __future__ import annotations
 
@@ -9,6 +10,12 @@ import pytest
 import torch
 
 from benchmarks.harness import search_space as tuning
+
+
+def _sqlite(folder, name: str):
+    """An Optuna storage in ``folder/<name>.sqlite3``."""
+    return tuning.open_storage(f"sqlite:///{folder / name}.sqlite3")
+
 
 CONFIG_KEYS = {"training.lr_trunk", "training.epochs", "model.embedding_size"}
 
@@ -130,11 +137,11 @@ class TestResumableSearch:
     def test_killed_search_resumes_with_the_same_trials(self, tmp_path):
         ref_calls = []
         ref = tuning.run_search(
-            tuning.open_storage("sqlite:///" + str(tmp_path / "ref.sqlite3")), "m", SPACE, 14, 0,
+            _sqlite(tmp_path, "ref"), "m", SPACE, 14, 0,
             _objective(ref_calls),
         )
         # the same search, killed inside trial 11 (after TPE's 10 random start-up trials)
-        storage = tuning.open_storage("sqlite:///" + str(tmp_path / "killed.sqlite3"))
+        storage = _sqlite(tmp_path, "killed")
         calls = []
         inner = _objective(calls)
 
@@ -146,7 +153,7 @@ class TestResumableSearch:
         with pytest.raises(KeyboardInterrupt):
             tuning.run_search(storage, "m", SPACE, 14, 0, dies_at_11)
         resumed = tuning.run_search(
-            tuning.open_storage("sqlite:///" + str(tmp_path / "killed.sqlite3")), "m", SPACE, 14, 0, inner
+            _sqlite(tmp_path, "killed"), "m", SPACE, 14, 0, inner
         )
         assert self._trials(resumed) == self._trials(ref)
         assert [n for n, _ in calls] == list(range(14))  # no trial lost, none repeated
@@ -158,9 +165,9 @@ class TestResumableSearch:
         import optuna
 
         ref = tuning.run_search(
-            tuning.open_storage("sqlite:///" + str(tmp_path / "ref.sqlite3")), "m", SPACE, 12, 0, _objective([])
+            _sqlite(tmp_path, "ref"), "m", SPACE, 12, 0, _objective([])
         )
-        storage = tuning.open_storage("sqlite:///" + str(tmp_path / "k.sqlite3"))
+        storage = _sqlite(tmp_path, "k")
         calls = []
         tuning.run_search(storage, "m", SPACE, 11, 0, _objective(calls))  # 11 trials done
         study = optuna.load_study(study_name="m", storage=storage)
@@ -176,10 +183,10 @@ class TestResumableSearch:
 
     def test_other_seed_other_trials(self, tmp_path):
         a = tuning.run_search(
-            tuning.open_storage("sqlite:///" + str(tmp_path / "a.sqlite3")), "m", SPACE, 3, 0, _objective([])
+            _sqlite(tmp_path, "a"), "m", SPACE, 3, 0, _objective([])
         )
         b = tuning.run_search(
-            tuning.open_storage("sqlite:///" + str(tmp_path / "b.sqlite3")), "m", SPACE, 3, 1, _objective([])
+            _sqlite(tmp_path, "b"), "m", SPACE, 3, 1, _objective([])
         )
         assert [t.params for t in a.get_trials()] != [t.params for t in b.get_trials()]
 
@@ -187,7 +194,7 @@ class TestResumableSearch:
         """After the random start-up trials TPE concentrates near the optimum (lr 1e-3, margin
         0.3): the best of 30 trials is closer than the best of the first 10."""
         study = tuning.run_search(
-            tuning.open_storage("sqlite:///" + str(tmp_path / "s.sqlite3")), "m", SPACE, 30, 0, _objective([])
+            _sqlite(tmp_path, "s"), "m", SPACE, 30, 0, _objective([])
         )
         values = [t.value for t in study.get_trials()]
         assert max(values) > max(values[:10])

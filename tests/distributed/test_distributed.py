@@ -173,7 +173,7 @@ def ranks():
             for p in procs:
                 p.kill()
             pytest.fail(f"the {WORLD_SIZE} gloo ranks did not finish in {TIMEOUT_S} s")
-        for r, (p, out) in enumerate(zip(procs, outputs)):
+        for r, (p, out) in enumerate(zip(procs, outputs, strict=True)):
             if p.returncode != 0:
                 pytest.fail(f"rank {r} exited with {p.returncode}:\n{out}")
         return [torch.load(Path(tmp) / f"rank{r}.pt") for r in range(WORLD_SIZE)]

@@ -7,71 +7,24 @@ plus weight × (−R), R from the float64 eigenvalue reference on the tensor PML
 from __future__ import annotations
 
 import copy
-import inspect
 
 import pytest
 import torch
-from pytorch_metric_learning import losses
-from pytorch_metric_learning.losses import BaseMetricLossFunction
-from pytorch_metric_learning.losses.mixins import WeightRegularizerMixin
 
 from pml_anticollapse import CodingRateRegularizer
 from tests.reference import ref_coding_rate, ref_effective_rank
+from tests.regularizers.pml_losses import (
+    ALL_LOSSES,
+    WEIGHT_LOSSES,
+    WEIGHT_ROWS,
+    C,
+    D,
+    M,
+    call_loss,
+    make_loss,
+)
 
-C, D, M = 6, 16, 24
 REG_WEIGHT = 0.37
-
-# Classes that need something more than (num_classes, embedding_size); the margins of the
-# LargeMarginSoftmax family are ints, RankedListLoss has required arguments.
-EXTRA_KWARGS = {
-    "ManifoldLoss": dict(l=D, K=4),
-    "P2SGradLoss": dict(descriptors_dim=D, num_classes=C),
-    "RankedListLoss": dict(margin=0.4, Tn=10),
-}
-NOT_APPLICABLE = {
-    "GenericPairLoss": "abstract base class",
-    "VICRegLoss": "PML refuses regularizers on it ('VICRegLoss cannot use a regularizer')",
-}
-# How each proxy loss stores its class weights, written independently of the package.
-WEIGHT_ROWS = {
-    "ProxyAnchorLoss": lambda loss: loss.proxies,
-    "ProxyNCALoss": lambda loss: loss.proxies,
-    "NormalizedSoftmaxLoss": lambda loss: loss.W.t(),
-    "LargeMarginSoftmaxLoss": lambda loss: loss.W.t(),
-    "ArcFaceLoss": lambda loss: loss.W.t(),
-    "CosFaceLoss": lambda loss: loss.W.t(),
-    "SphereFaceLoss": lambda loss: loss.W.t(),
-    "SubCenterArcFaceLoss": lambda loss: loss.W.t(),
-    "SoftTripleLoss": lambda loss: loss.fc.t(),
-}
-
-
-def _loss_classes(predicate=lambda cls: True):
-    names = []
-    for name, cls in sorted(vars(losses).items()):
-        if inspect.isclass(cls) and issubclass(cls, BaseMetricLossFunction):
-            if cls is not BaseMetricLossFunction and predicate(cls):
-                names.append(name)
-    return names
-
-
-ALL_LOSSES = _loss_classes()
-WEIGHT_LOSSES = _loss_classes(lambda cls: issubclass(cls, WeightRegularizerMixin))
-
-
-def _make(name, **kwargs):
-    cls = getattr(losses, name)
-    args = dict(EXTRA_KWARGS.get(name, {}))
-    if issubclass(cls, WeightRegularizerMixin):  # CosFace & co. take them through **kwargs
-        args.update(num_classes=C, embedding_size=D)
-    return cls(**args, **kwargs)
-
-
-def _call(loss, z, y):
-    torch.manual_seed(11)  # ManifoldLoss draws random meta-classes: same draw for both calls
-    if type(loss).__name__ == "ManifoldLoss":  # takes no labels
-        return loss(z)
-    return loss(z, y)
 
 
 def _batch():
@@ -92,16 +45,16 @@ class TestEmbeddingRegularizer:
     def test_loss_plus_weight_times_regularizer(self, name):
         if name == "VICRegLoss":
             with pytest.raises(ValueError, match="cannot use a regularizer"):
-                _make(name, embedding_regularizer=CodingRateRegularizer())
+                make_loss(name, embedding_regularizer=CodingRateRegularizer())
             return
         z, y = _batch()
-        bare = _make(name)
-        reg = _make(
+        bare = make_loss(name)
+        reg = make_loss(
             name, embedding_regularizer=CodingRateRegularizer(), embedding_reg_weight=REG_WEIGHT
         )
         reg.load_state_dict(copy.deepcopy(bare.state_dict()))
-        out = _call(reg, z, y)
-        expected = _call(bare, z, y).double() - REG_WEIGHT * ref_coding_rate(z)
+        out = call_loss(reg, z, y)
+        expected = call_loss(bare, z, y).double() - REG_WEIGHT * ref_coding_rate(z)
         assert out.dim() == 0 and torch.isfinite(out)
         torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
         out.backward()
@@ -113,8 +66,8 @@ class TestWeightRegularizer:
     @pytest.mark.parametrize("form", ["neg", "exp"])
     def test_loss_plus_weight_times_regularizer(self, name, form):
         z, y = _batch()
-        bare = _make(name)
-        reg = _make(
+        bare = make_loss(name)
+        reg = make_loss(
             name,
             weight_regularizer=CodingRateRegularizer(form=form, gamma=0.5),
             weight_reg_weight=REG_WEIGHT,

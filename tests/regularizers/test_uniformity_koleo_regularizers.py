@@ -13,8 +13,9 @@ from pytorch_metric_learning import losses
 from pml_anticollapse import KoLeoRegularizer, UniformityRegularizer
 from pml_anticollapse.functional import mean_log_nn_distance, uniformity
 from tests.reference_spread import ref_mean_log_nn_distance, ref_uniformity
-from tests.regularizers.test_pml_contract import ALL_LOSSES, WEIGHT_LOSSES, WEIGHT_ROWS, _call
-from tests.regularizers.test_pml_contract import _make as _make_loss
+from tests.regularizers.pml_losses import ALL_LOSSES, WEIGHT_LOSSES, WEIGHT_ROWS
+from tests.regularizers.pml_losses import call_loss as _call
+from tests.regularizers.pml_losses import make_loss as _make_loss
 
 C, D, M = 6, 16, 24
 REG_WEIGHT = 0.37

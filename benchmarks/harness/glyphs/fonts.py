@@ -5,7 +5,7 @@ licences (OFL, IPA, M+, Arphic, ...) and, per package, the one file per *design*
 (bold weights, proportional or half-width variants and regional variants of one design are
 near-duplicates and are left out):
 
-- ``core``: 16 packages, 17 designs, 34 MB download (REFERENCE §7): mincho, gothic, maru, brush,
+- ``core``: 16 packages, 17 designs, 34 MB download: mincho, gothic, maru, brush,
   handwriting-like, bitmap (8-px misaki, 16-px DotGothic) and ASCII-art (mona) styles.
 - ``extended``: core + 11 packages (12 designs) of handwriting, display and brush styles
   (163 MB download in all).

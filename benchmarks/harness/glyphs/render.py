@@ -1,6 +1,6 @@
 """Render characters from fonts into fixed-size uint8 squares, once, into a cache with a manifest.
 
-Recipe (REFERENCE §7; ~8 s for 42k kanji images on one core):
+Recipe (~8 s for 42k kanji images on one core):
 
 1. Coverage: a face keeps a character only if its best cmap (fontTools) maps it.
 2. Pillow draws the character at ``render_px`` (64) pixels, white (255) on black (0), on a canvas
@@ -157,7 +157,7 @@ def _render_face(face: FontFace, characters: str, render_px: int, size: int, fit
     )
     shared = counts[inverse.reshape(-1)] >= 3
     if shared.any():
-        chars = "".join(c for c, s in zip(characters, shared) if s)
+        chars = "".join(c for c, s in zip(characters, shared, strict=True) if s)
         return None, (
             f"draws identical (placeholder) images for {len(chars)} characters, e.g. {chars[:10]}"
         )
@@ -247,7 +247,7 @@ def render_glyphs(
             sample_grid(glyphs, os.path.join(entry, SAMPLE_GRID))
         return glyphs
     kept, dropped, arrays = [], [], []
-    for n, (face, cand) in enumerate(zip(faces, candidates), 1):
+    for n, (face, cand) in enumerate(zip(faces, candidates, strict=True), 1):
         images, reason = _render_face(face, characters, render_px, size, fit)
         if images is None:
             dropped.append({**cand, "reason": reason})

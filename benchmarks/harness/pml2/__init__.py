@@ -1,7 +1,7 @@
 """Every use of a pytorch-metric-learning 2.x-only API by the harness, one small module per
-concern, so that a port to PML 3 (which removes trainers, testers, logging presets, record-keeper
-support and the ``datasets`` package, and moves ``AccuracyCalculator``; REFERENCE.md §4) touches
-these files only:
+concern, so that a port to a PML release that drops or moves them (trainers, testers, logging
+presets, record-keeper support, the ``datasets`` package, ``AccuracyCalculator``) touches these
+files only:
 
 - ``training``: ``trainers.MetricLossOnly`` (and its autocast variant), the trainer's tqdm bars;
 - ``testing``:  ``testers.GlobalEmbeddingSpaceTester``, ``AccuracyCalculator``, the tester's bars;

@@ -14,7 +14,8 @@ from pytorch_metric_learning.utils import logging_presets
 def make_record_keeper(folder: str, tensorboard: bool = False, purge_step: int | None = None):
     """record-keeper with csv + sqlite; tensorboard only when asked for and installed.
 
-    PML's ``get_record_keeper`` imports tensorboard unconditionally (REFERENCE.md §4), so the
+    PML's ``get_record_keeper`` imports tensorboard unconditionally (``from torch.utils.tensorboard
+    import SummaryWriter`` in ``pytorch_metric_learning/utils/logging_presets.py``, PML 2.9), so the
     writer is built here from record-keeper's own classes. ``purge_step``: on resume, TensorBoard
     drops the events of the folder's earlier writers at steps ≥ it (logged after the checkpoint).
     """

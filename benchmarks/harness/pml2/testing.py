@@ -31,7 +31,8 @@ def make_tester(
     end_of_testing_hook: Callable,
 ) -> GlobalEmbeddingSpaceTester:
     """The tester with L2-normalised embeddings and ``AccuracyCalculator(k="max_bin_count")``
-    (a smaller k silently gives wrong MAP@R, REFERENCE.md §4)."""
+    (with a smaller k, MAP@R and R-precision are wrong and PML 2.9 only logs a warning:
+    ``AccuracyCalculator`` in ``pytorch_metric_learning/utils/accuracy_calculator.py``)."""
     calc = AccuracyCalculator(include=metrics, k="max_bin_count", device=device)
     return GlobalEmbeddingSpaceTester(
         normalize_embeddings=True,
