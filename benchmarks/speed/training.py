@@ -171,12 +171,13 @@ def bench_training(
     )
     log(f"  training {device} DigitsMLP: overhead ratio {row['ratio']:.3f}")
     out.append(row)
-    # the glyph benchmark's step: 64 glyphs of 3x32x32 (16 classes x 4, as MPerClassSampler draws)
-    x = torch.randn(64, 3, 32, 32, generator=gen).to(device)
+    # the glyph benchmark's step: 64 grey glyphs of 1x32x32 (16 classes x 4, as MPerClassSampler
+    # draws)
+    x = torch.randn(64, 1, 32, 32, generator=gen).to(device)
     labels = (torch.arange(64) % 16).to(device)
     steps, warmup = (5, 2) if smoke else (100, 10)
     row = training_overhead(
-        "GlyphCNN (16-32-64, 64-d)", harness_model("glyph_cnn_small", (3, 32, 32)), x, labels,
+        "GlyphCNN (16-32-64, 64-d)", harness_model("glyph_cnn_small", (1, 32, 32)), x, labels,
         steps, warmup, clock,
     )
     log(f"  training {device} GlyphCNN: overhead ratio {row['ratio']:.3f}")

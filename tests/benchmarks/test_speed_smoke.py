@@ -95,7 +95,7 @@ class TestSmokeRun:
         _, report = smoke
         mlp, glyph, resnet = [t for t in report["training"] if t["threads"] == 1]
         assert mlp["model"].startswith("DigitsMLP") and mlp["batch"] == 128
-        assert glyph["model"].startswith("GlyphCNN") and glyph["input"] == [3, 32, 32]
+        assert glyph["model"].startswith("GlyphCNN") and glyph["input"] == [1, 32, 32]
         for row in (mlp, glyph):
             for arm in ("without", "plumbing", "with"):  # measured; no timing asserted
                 assert math.isfinite(row[f"{arm}_median_s"]) and row[f"{arm}_median_s"] > 0
@@ -397,7 +397,7 @@ class TestCommandLine:
         assert f"{str(file)!r} exists and is not a directory" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name, shape", [("glyph_cnn_small", (3, 32, 32)), ("digits_mlp", (64,))])
+@pytest.mark.parametrize("name, shape", [("glyph_cnn_small", (1, 32, 32)), ("digits_mlp", (64,))])
 def test_the_overhead_is_measured_on_the_harness_models(name, shape):
     """The speed benchmark builds the harness's registered networks, not copies of them."""
     from benchmarks.harness.models import ModelOptions, build_model
