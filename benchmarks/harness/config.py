@@ -103,9 +103,17 @@ class TuningOptions:
     """The ``tuning`` section: the budget of ``python -m benchmarks tune`` (not of a plain run)."""
 
     trials: int = option(30, "trials per method (the same for every method)", check=positive_int)
-    folds: int = option(4, "class-disjoint validation folds of the training classes",
-                        check=positive_int)
-    protocol: str | None = option(None, "protocol whose training classes are folded (first)")
+    folds: int = option(
+        4, "validation folds: the protocol's own validation forms where it has them (glyphs: "
+        "folds of the training characters; held-out training fonts), else class-disjoint "
+        "folds of its training classes", check=positive_int)
+    protocol: str | None = option(
+        None, "the protocol searched on (first); its settings hold for every protocol"
+    )
+    per_protocol: bool = option(
+        False, "search every protocol on its own validation forms: one search per protocol and "
+        "method, each protocol's cells trained with its own chosen settings"
+    )
     search: dict = option(
         {}, "search space shared by every learned method (a method's own search adds to it)"
     )
@@ -360,23 +368,8 @@ def help_text(with_datasets: bool = True) -> str:
     return "\n".join(lines)
 
 
-README_START, README_END = "<!-- config-schema:start -->", "<!-- config-schema:end -->"
-
-
-def readme_section() -> str:
-    """The README's generated config section, markers included."""
-    return (
-        f"{README_START}\n### Config keys\n\nGenerated from the schema; "
-        "`python -m benchmarks --help-config` prints it with each dataset's options, and\n"
-        "`python -c 'from benchmarks.harness import config; config.update_readme()'` rewrites "
-        f"this section.\n\n```text\n{help_text(with_datasets=False)}\n```\n{README_END}"
-    )
-
-
-def update_readme(path: str = "README.md") -> None:
-    """Rewrite the section between the config-schema markers of ``path``."""
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    start, end = text.index(README_START), text.index(README_END) + len(README_END)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text[:start] + readme_section() + text[end:])
+def schema_markdown() -> str:
+    """The documentation's config reference (the ``config-schema`` part of ``docs/``, built by
+    ``scripts/docs_pages.py``): every key with each dataset's options, as ``--help-config``
+    prints it."""
+    return f"```text\n{help_text(with_datasets=True)}\n```\n"

@@ -53,7 +53,7 @@ def paired_effect(treated: Sequence[float], baseline: Sequence[float]) -> dict:
             f"paired_effect needs two equally long, non-empty lists, got {len(treated)} and "
             f"{len(baseline)}"
         )
-    d = [a - b for a, b in zip(treated, baseline)]
+    d = [a - b for a, b in zip(treated, baseline, strict=True)]
     n = len(d)
     mean = sum(d) / n
     if n == 1:
@@ -134,10 +134,10 @@ def plot(effects: list[dict], metric: str, label: str, path: str) -> bool:
     height = max(2.2, 0.42 * max(sum(e["protocol"] == p for e in rows) for p in protocols) + 1.2)
     fig, axes = plt.subplots(1, len(protocols), figsize=(7.5 * len(protocols), height),
                              squeeze=False)
-    for ax, protocol in zip(axes[0], protocols):
+    for ax, protocol in zip(axes[0], protocols, strict=False):
         sub = [e for e in rows if e["protocol"] == protocol]
         ys = list(range(len(sub)))[::-1]
-        for y, e in zip(ys, sub):
+        for y, e in zip(ys, sub, strict=True):
             color = {"helps": "tab:green", "hurts": "tab:red"}.get(e["verdict"], "tab:gray")
             if e["low"] is not None:
                 ax.plot([e["low"], e["high"]], [y, y], color=color, lw=2)

@@ -18,7 +18,8 @@ stops every rank when one fails. This module adds only what a grid of independen
   token and the pending cells once it has locked and prepared the folder — and closed at once:
   no collective runs while cells train, so a long share never meets a timeout, and the plugin's
   classes do not mistake the ranks for a DDP job (they gather rows when a group is up). Rank 0
-  then learns that the other ranks are done by watching their cells being committed in the run folder.
+  then learns that the other ranks are done by watching their cells being committed in the run
+  folder.
 
 A cell's numbers depend on its seed, its data, its threads and its device, never on how many
 ranks ran the grid: the same cell at the same threads gives the same bits in a one-process run.

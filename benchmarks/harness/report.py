@@ -126,10 +126,14 @@ def tuned_section(tuning: dict | None) -> str:
     """The settings a ``tune`` run chose per method, with its budget (empty for a plain run)."""
     if not tuning or not tuning.get("best") and not tuning.get("untuned"):
         return ""
+    protocol = tuning.get("protocol")
+    where = (protocol if protocol == "every protocol on its own"
+             else f"`{protocol}`, its settings used for every protocol")
     lines = [
-        f"### Chosen settings ({tuning['trials']} trials x {tuning['folds']} class-disjoint "
-        f"folds of the training classes of `{tuning.get('protocol')}` per method; objective: "
-        "mean validation MAP@R; test classes never seen while tuning)",
+        f"### Chosen settings ({tuning['trials']} trials x {tuning['folds']} validation folds "
+        f"per method, searched on {where}; folds: the protocol's validation forms or "
+        "class-disjoint folds of its training classes; objective: mean validation MAP@R; test "
+        "data never seen while tuning)",
         "",
         "Each method's test cells were trained with its chosen settings (the rest as in the "
         "config; `results.json`: `metadata.tuning.best`).",

@@ -82,6 +82,9 @@ class Plan:
     def provenance(self) -> dict:
         return {k: v.provenance for k, v in self.protocols.items() if v.provenance}
 
+    def method(self, name: str) -> config_mod.MethodSpec:
+        return next(m for m in self.methods if m.name == name)
+
 
 def _check_buildable(method: config_mod.MethodSpec, cfg, protocol: ProtocolData) -> None:
     """Build the method's loss and miner once, so that a bad argument stops the run before it
@@ -445,10 +448,10 @@ class Watcher:
         self.bar.close()
 
 
-def cell_jobs(plan: Plan, run_dir: str, cells, settings: dict) -> list[Job]:
+def cell_jobs(plan: Plan, run_dir: str, cells, settings: dict | None) -> list[Job]:
     out = []
     for protocol, name, seed in cells:
-        cfg, method = settings[name]
+        cfg, method = cell_settings(plan, settings, protocol, name)
         paths = train.cell_paths(run_dir, protocol, name, seed)
         epochs = 0 if method.no_learning else cfg.training.epochs
         out.append(Job(f"{protocol}/{name}/seed{seed}", paths["result"], paths["work"],
@@ -461,31 +464,35 @@ def pending_cells(plan: Plan, run_dir: str) -> list[tuple[str, str, int]]:
     return [c for c in plan.cells if not train.is_committed(run_dir, *c)]
 
 
-def method_settings(plan: Plan, settings: dict | None) -> dict:
-    """Each method's (config, method): ``settings`` where given (the tuning step's chosen ones),
-    else the plan's."""
+def cell_settings(plan: Plan, settings: dict | None, protocol: str,
+                  name: str) -> tuple[config_mod.Config, config_mod.MethodSpec]:
+    """The (config, method) a cell trains with: ``settings[(protocol, name)]`` (chosen for that
+    protocol), else ``settings[(None, name)]`` (chosen for every protocol), else the plan's."""
     settings = settings or {}
-    return {m.name: settings.get(m.name, (plan.cfg, m)) for m in plan.methods}
+    for key in ((protocol, name), (None, name)):
+        if key in settings:
+            return settings[key]
+    return plan.cfg, plan.method(name)
 
 
 def run_cells(session: Session, pending: list, settings: dict | None = None) -> None:
     """Compute this rank's share of ``pending`` (the cells without a result when the run
     started, the same list on every rank); rank 0 then waits for every rank's cells, with one
-    bar over all of them. ``settings`` maps a method's name to the (config, method) it trains
-    with when that differs from the plan's (the tuning step's chosen settings)."""
+    bar over all of them. ``settings`` maps (protocol or None, method name) to the (config,
+    method) a cell trains with when that differs from the plan's (the tuning step's chosen
+    settings; see :func:`cell_settings`)."""
     plan, run_dir, where = session.plan, session.run_dir, session.where
-    by_name = method_settings(plan, settings)
     pending = [tuple(c) for c in pending]
-    jobs = dict(zip(pending, cell_jobs(plan, run_dir, pending, by_name), strict=True))
+    jobs = dict(zip(pending, cell_jobs(plan, run_dir, pending, settings), strict=True))
     mine = ranks.share(pending, [jobs[c].cost for c in pending], where.world_size)[where.rank]
     watcher = None
     if where.main:
-        all_jobs = cell_jobs(plan, run_dir, plan.cells, by_name)
+        all_jobs = cell_jobs(plan, run_dir, plan.cells, settings)
         watcher = Watcher(all_jobs, "cells", enabled=session.progress != "none")
     logged: set[str] = set()
     try:
         for protocol, name, seed in mine:
-            cfg, method = by_name[name]
+            cfg, method = cell_settings(plan, settings, protocol, name)
             res = train.run_cell(cfg, run_dir, plan.protocols[protocol], method, seed,
                                  plan.device, meta=session.cell_meta)
             if watcher is not None:

@@ -66,6 +66,25 @@ def eval_view(dataset):
     return make() if callable(make) else dataset
 
 
+def validation_folds(cfg: config_mod.Config, data: ProtocolData, k: int,
+                     seed: int) -> list[ProtocolData]:
+    """The ``k`` validation folds of protocol ``data``: its own validation forms where the
+    protocol defines them (e.g. the glyph superclass protocol's held-out *training* fonts, scored
+    on fine retrieval), else :func:`fold_protocols` over its training classes. Neither reads the
+    protocol's test data."""
+    spec = cfg.dataset.protocols[data.name]
+    forms = spec.validation_forms(k)
+    if forms is None:
+        return fold_protocols(data, k, seed)
+    built = cfg.dataset.options.build({f"fold{i}": form for i, form in enumerate(forms)})
+    out = []
+    for i in range(k):
+        fold = built[f"fold{i}"]
+        fold.provenance = {**fold.provenance, "fold": {"of": data.name, "form": i}}
+        out.append(fold)
+    return out
+
+
 def fold_protocols(data: ProtocolData, k: int, seed: int) -> list[ProtocolData]:
     """The K validation folds of ``data``'s training set (its query/reference sets unused)."""
     labels = _labels_of(data.train)
@@ -124,10 +143,13 @@ def _method_dict(method: config_mod.MethodSpec) -> dict:
 
 
 def search_method(cfg, method, space, folds, own, tune_dir, device, storage, meta: dict,
-                  on_trial=None) -> dict:
-    """Run (or finish) the search of one method; return its summary (``<method>/summary.json``,
-    gathered into ``best.json``). ``on_trial(text)`` hears about every finished trial."""
-    path = os.path.join(tune_dir, method.name, "trials.json")
+                  on_trial=None, key: str | None = None) -> dict:
+    """Run (or finish) the search of one method; return its summary (``<key>/summary.json``,
+    gathered into ``best.json``). ``key``: the search's name (the method's, or
+    ``<protocol>/<method>`` when every protocol is searched on its own). ``on_trial(text)``
+    hears about every finished trial."""
+    key = key or method.name
+    path = os.path.join(tune_dir, key, "trials.json")
     records = {}
     if os.path.exists(path):  # a damaged record is set aside: the study and the cells remain
         try:
@@ -140,7 +162,7 @@ def search_method(cfg, method, space, folds, own, tune_dir, device, storage, met
     def objective(number: int, params: dict) -> float:
         t0 = time.perf_counter()
         cfg_t, method_t = apply(cfg, method, params)
-        trial_dir = trial_folder(tune_dir, method.name, number)
+        trial_dir = trial_folder(tune_dir, key, number)
         values = []
         for fold in folds:
             res = train.run_cell(cfg_t, trial_dir, fold, method_t, own.tune_seed, device,
@@ -157,10 +179,10 @@ def search_method(cfg, method, space, folds, own, tune_dir, device, storage, met
         _io.atomic_write_json(path, records)
         if on_trial is not None:
             best = max(r["value"] for r in records.values())
-            on_trial(f"{method.name} trial {number} {value:.3f} (best {best:.3f})")
+            on_trial(f"{key} trial {number} {value:.3f} (best {best:.3f})")
         return value
 
-    study = open_and_search(tune_dir, method.name, space, own, objective, storage)
+    study = open_and_search(tune_dir, key, space, own, objective, storage)
     done = search_space.completed_trials(study)
     index = max(range(len(done)), key=lambda i: done[i].value)  # the first of equal bests
     summary = {
@@ -172,7 +194,7 @@ def search_method(cfg, method, space, folds, own, tune_dir, device, storage, met
         "space": [p.describe() for p in space],
         "curve": [t.value for t in done],
     }
-    _io.atomic_write_json(summary_path(tune_dir, method.name), summary)
+    _io.atomic_write_json(summary_path(tune_dir, key), summary)
     return summary
 
 
@@ -251,17 +273,18 @@ def search_spaces(cfg, plan, own) -> tuple[dict, list[str]]:
     return spaces, untuned
 
 
-def fold_jobs(tune_dir: str, methods, folds, own, cfg) -> list[runner.Job]:
-    """The fold cells of every trial of ``methods`` (for the bar: their paths are known before
-    the trials run)."""
+def fold_jobs(tune_dir: str, searches: dict, folds: dict, own, cfg) -> list[runner.Job]:
+    """The fold cells of every trial of every search (``searches``: key -> (protocol, method);
+    ``folds``: protocol -> its folds), for the bar: their paths are known before the trials
+    run."""
     cost = cfg.training.epochs + 1
     jobs = []
-    for name in methods:
+    for key, (protocol, name) in searches.items():
         for n in range(own.trials):
-            trial_dir = trial_folder(tune_dir, name, n)
-            for fold in folds:
+            trial_dir = trial_folder(tune_dir, key, n)
+            for fold in folds[protocol]:
                 paths = train.cell_paths(trial_dir, fold.name, name, own.tune_seed)
-                jobs.append(runner.Job(f"{name}/trial{n:03d}/{fold.name}", paths["result"],
+                jobs.append(runner.Job(f"{key}/trial{n:03d}/{fold.name}", paths["result"],
                                        paths["work"], cost))
     return jobs
 
@@ -302,7 +325,13 @@ def run_tune(cfg: config_mod.Config, own, args, command: str) -> int:
         if name not in plan.protocols:
             raise ValueError(f"--tune-protocol: unknown {name!r}; known: {sorted(plan.protocols)}")
         spaces, untuned = search_spaces(cfg, plan, own)
-        folds = fold_protocols(plan.protocols[name], own.folds, own.fold_seed)
+        targets = list(plan.protocols) if cfg.tuning.per_protocol else [name]
+        folds = {p: validation_folds(cfg, plan.protocols[p], own.folds, own.fold_seed)
+                 for p in targets}
+        # one search per method (its settings hold for every protocol), or per protocol and
+        # method: key -> (protocol searched on, method)
+        searches = {(f"{p}/{m}" if cfg.tuning.per_protocol else m): (p, m)
+                    for p in targets for m in spaces}
         progress = runner.progress_mode(args.progress, where)
         threads, source = ranks.pick_threads(args.threads, cfg.threads, where)
         runner.start_process(threads, progress, where)
@@ -315,6 +344,7 @@ def run_tune(cfg: config_mod.Config, own, args, command: str) -> int:
             "search_seed": own.search_seed,
             "tune_seed": own.tune_seed,
             "protocol": name,
+            "per_protocol": cfg.tuning.per_protocol,
             "untuned": untuned,
         }
 
@@ -322,33 +352,36 @@ def run_tune(cfg: config_mod.Config, own, args, command: str) -> int:
             os.makedirs(tune_dir, exist_ok=True)
             _io.atomic_write_json(
                 os.path.join(tune_dir, "folds.json"),
-                {f.name: f.provenance["fold"] for f in folds} | {"protocol": name},
+                {p: {f.name: {"description": f.description, **f.provenance.get("fold", {})}
+                     for f in fs} for p, fs in folds.items()},
             )
             search_space.open_storage(storage)  # creates the tables before any rank uses them
             return {
-                "searches": [m for m in spaces if not os.path.exists(summary_path(tune_dir, m))],
+                "searches": [k for k in searches
+                             if not os.path.exists(summary_path(tune_dir, k))],
                 "pending": [] if own.search_only else runner.pending_cells(plan, run_dir),
             }
 
         session = runner.open_run(plan, run_dir, identity, args.fresh, where, group, command,
                                   runner.layout_of(threads, source, where), progress, pending)
-        searches = session.start["searches"]
-        mine = ranks.share(searches, [1] * len(searches), where.world_size)[where.rank]
+        left = session.start["searches"]  # not finished when the run (re)started
+        mine = ranks.share(left, [1] * len(left), where.world_size)[where.rank]
         watcher = None
         if where.main:
-            watcher = runner.Watcher(fold_jobs(tune_dir, list(spaces), folds, own, cfg),
+            watcher = runner.Watcher(fold_jobs(tune_dir, searches, folds, own, cfg),
                                      "tuning", enabled=progress != "none")
         try:
-            for m in plan.methods:
-                if m.name in mine:
-                    search_method(cfg, m, spaces[m.name], folds, own, tune_dir, plan.device,
-                                  storage, session.cell_meta,
-                                  on_trial=watcher.refresh if watcher else None)
-            best = wait_for_searches(tune_dir, list(spaces))
+            for key in mine:
+                protocol, m = searches[key]
+                search_method(cfg, plan.method(m), spaces[m], folds[protocol], own, tune_dir,
+                              plan.device, storage, session.cell_meta,
+                              on_trial=watcher.refresh if watcher else None, key=key)
+            best = wait_for_searches(tune_dir, list(searches))
         finally:
             if watcher is not None:
                 watcher.close()
-        summary = tuning_summary(best, untuned, own, name)
+        summary = tuning_summary(best, untuned, own,
+                                 "every protocol on its own" if cfg.tuning.per_protocol else name)
         if where.main:
             _io.atomic_write_json(os.path.join(tune_dir, "best.json"), best)
             if not args.no_plots and best:
@@ -363,8 +396,9 @@ def run_tune(cfg: config_mod.Config, own, args, command: str) -> int:
                 session.log.info["tuning"] = summary
                 session.log.close()
             return 0
-        tuned = {m.name: apply(cfg, m, best[m.name]["params"])
-                 for m in plan.methods if m.name in best}
+        tuned = {(p if cfg.tuning.per_protocol else None, m): apply(cfg, plan.method(m),
+                                                                     best[key]["params"])
+                 for key, (p, m) in searches.items()}
         runner.run_cells(session, session.start["pending"], settings=tuned)
         text = runner.close_run(session, make_plots=not args.no_plots, extra={"tuning": summary})
     finally:

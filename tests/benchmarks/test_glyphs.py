@@ -361,6 +361,36 @@ class TestProtocols:
         assert not test_fonts & (set(scv.train.fonts) | set(scv.query.fonts))
         assert len(set(scv.query.fonts)) == 2 and len(set(scv.train.fonts)) == len(GOOD) - 4
 
+    def test_validation_forms_read_no_test_data(self, rendered):
+        """The forms the search folds each protocol into: zero-shot, class-disjoint folds of the
+        training characters; superclass, disjoint blocks of held-out *training* fonts scored on
+        the fine characters. Neither reads a test character or a test font."""
+        tmp = rendered[0]
+        d = font_folder(tmp, [*GOOD, "STIXGeneral.ttf", "cmtt10.ttf", "cmti10.ttf"], "seven")
+        specs = {"zs": {"type": "zero_shot", "split_seed": 3},
+                 "sc": {"type": "superclass", "split_seed": 3, "group_size": 4, "test_fonts": 2}}
+        sec = glyph_section(d, tmp / "cache7", specs)
+        test = datasets.build(sec)
+        zs_forms = sec.protocols["zs"].validation_forms(2)
+        sc_forms = sec.protocols["sc"].validation_forms(2)
+        built = sec.options.build({"z0": zs_forms[0], "z1": zs_forms[1],
+                                   "s0": sc_forms[0], "s1": sc_forms[1]})
+        z0, z1 = built["z0"], built["z1"]
+        assert chars_of(z0.query) | chars_of(z1.query) == chars_of(test["zs"].train)
+        assert not chars_of(z0.query) & chars_of(z1.query)
+        for z in (z0, z1):
+            assert not chars_of(z.train) & chars_of(z.query)
+        s0, s1 = built["s0"], built["s1"]
+        test_fonts = set(test["sc"].query.fonts)
+        held = [set(s.query.fonts) for s in (s0, s1)]
+        assert len(held[0]) == len(held[1]) == 2 and not held[0] & held[1]
+        for s, h in zip((s0, s1), held, strict=True):
+            assert not test_fonts & (set(s.train.fonts) | h)
+            assert not set(s.train.fonts) & h
+            assert chars_of(s.query) == chars_of(test["sc"].train)  # fine characters
+            assert len(set(s.query.labels.tolist())) == len(chars_of(test["sc"].train))
+        assert s0.num_train_classes == test["sc"].num_train_classes
+
     def test_provenance_names_the_manifest(self, protocols, rendered):
         _, _, _, g = rendered
         for p in protocols.values():
@@ -378,6 +408,10 @@ class TestProtocols:
         tmp, d, _, _ = rendered
         sec = glyph_section(d, tmp / "cache", {"s": {"type": "superclass", "test_fonts": 5}})
         with pytest.raises(ValueError, match=r"protocols.s.test_fonts: 5 held-out fonts need >= 6"):
+            datasets.build(sec)
+        sec = glyph_section(d, tmp / "cache", {"s": {"type": "superclass", "test_fonts": 2,
+                                                     "validation": True, "validation_fold": 1}})
+        with pytest.raises(ValueError, match=r"2 held-out fonts \(3 blocks, validation\) need >= 7"):
             datasets.build(sec)
 
     def test_bad_validation_fold(self, rendered):

@@ -279,11 +279,47 @@ class TestTuneCommandLine:
         trials = json.loads((out / "tuning" / "triplet" / "trials.json").read_text())
         assert len(trials) == 2 and best["value"] == max(t["value"] for t in trials.values())
         table = (out / "table.md").read_text()
-        assert "Chosen settings (2 trials x 2 class-disjoint folds" in table
+        assert "Chosen settings (2 trials x 2 validation folds per method" in table
         # no test class was used: the folds hold the protocol's training digits only
-        folds = json.loads((out / "tuning" / "folds.json").read_text())
+        (folds,) = json.loads((out / "tuning" / "folds.json").read_text()).values()
         for name in ("fold0", "fold1"):
             assert set(folds[name]["fit"]) | set(folds[name]["validate"]) <= {0, 1, 2, 3, 4}
+
+
+    def test_every_protocol_searched_on_its_own(self, tmp_path):
+        """``tuning.per_protocol``: one search per protocol and method, on that protocol's own
+        folds; each protocol's test cells are trained with the settings chosen for it."""
+        import json
+
+        import yaml
+
+        from benchmarks.harness import cli
+
+        cfg = self._cfg(tmp_path, {"training.epochs": {"int": [1, 4]}})
+        raw = yaml.safe_load(cfg.read_text())
+        raw["tuning"] = {"per_protocol": True}
+        low, high = [0, 1, 2, 3, 4], [5, 6, 7, 8, 9]
+        raw["dataset"] = {"name": "digits", "protocols": {
+            "low": {"type": "zero_shot", "train_classes": low, "test_classes": high},
+            "high": {"type": "zero_shot", "train_classes": high, "test_classes": low},
+        }}
+        cfg.write_text(yaml.safe_dump(raw))
+        out = tmp_path / "run"
+        assert cli.tune_main(["--config", str(cfg), "--output", str(out), "--trials", "3",
+                              "--folds", "2", "--progress", "none", "--no-plots"]) == 0
+        results = json.loads((out / "results.json").read_text())
+        best = results["metadata"]["tuning"]["best"]
+        assert set(best) == {"low/triplet", "high/triplet"}
+        folds = json.loads((out / "tuning" / "folds.json").read_text())
+        assert set(folds) == {"low", "high"}
+        for cell in results["results"]:
+            if cell["method"] == "triplet":
+                chosen = best[f"{cell['protocol']}/triplet"]["params"]["training.epochs"]
+                assert cell["epochs"] == chosen
+        for protocol in ("low", "high"):
+            trials = json.loads((out / "tuning" / protocol / "triplet" / "trials.json")
+                                .read_text())
+            assert len(trials) == 3
 
 
 class TestTuneKilledAndResumed:

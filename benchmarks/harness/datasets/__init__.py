@@ -129,6 +129,11 @@ class ProtocolBase:
     def build(self, dataset: DatasetBase, name: str) -> ProtocolData:
         raise NotImplementedError
 
+    def validation_forms(self, k: int) -> list[ProtocolBase] | None:
+        """``k`` forms of this protocol that read no test data, for the hyperparameter search
+        (e.g. held-out training fonts); None: the search folds the training classes instead."""
+        return None
+
 
 class DatasetBase:
     """Base of a dataset's options dataclass (see the module docstring)."""

@@ -22,7 +22,9 @@ seeded by the protocol's ``split_seed``:
 Validation (choosing settings without touching the test data): ``validation_fold: k`` (zero_shot)
 retrieves fold k of ``validation_folds`` class-disjoint folds of the *training* characters,
 trained on the other folds; ``validation: true`` (superclass) leaves the test fonts out entirely
-and holds out ``test_fonts`` of the training fonts instead.
+and holds out ``test_fonts`` of the training fonts instead (``validation_fold: k``: the k-th
+disjoint block of them). ``python -m benchmarks tune`` searches each protocol on these forms
+(:meth:`validation_forms`).
 
 Images: uint8 32×32 (glyph fitted into 28 px), one grey channel; for training, a random shift
 of up to ``augment_shift`` pixels (zero fill). Items are float32 (1, S, S) (:class:`GlyphImages`).
@@ -298,6 +300,11 @@ class GlyphZeroShot(_GlyphProtocol):
                 f"got {self.validation_fold}"
             )
 
+    def validation_forms(self, k: int) -> list[GlyphZeroShot]:
+        """``k`` validation forms: the ``k`` class-disjoint folds of the training characters
+        (the test characters are never read)."""
+        return [dataclasses.replace(self, validation_fold=i, validation_folds=k) for i in range(k)]
+
     def build_from(self, ds: Glyphs, glyphs: render.GlyphSet, name: str) -> ProtocolData:
         nf, nc = glyphs.images.shape[:2]
         train_c, test_c = _char_split(nc, self.train_fraction, self.split_seed)
@@ -337,15 +344,26 @@ class GlyphSuperclass(_GlyphProtocol):
     validation: bool = option(
         False, "validation: leave the test fonts out, hold out test_fonts training fonts"
     )
+    validation_fold: int = option(
+        0, "with validation: hold out the k-th block of test_fonts training fonts (disjoint "
+        "blocks: k-fold validation over fonts)", check=non_negative_int,
+    )
+
+    def validation_forms(self, k: int) -> list[GlyphSuperclass]:
+        """``k`` validation forms: fine retrieval in ``k`` disjoint blocks of held-out
+        *training* fonts (the test fonts are never read)."""
+        return [dataclasses.replace(self, validation=True, validation_fold=i) for i in range(k)]
 
     def build_from(self, ds: Glyphs, glyphs: render.GlyphSet, name: str) -> ProtocolData:
         nf, nc = glyphs.images.shape[:2]
         train_c, _ = _char_split(nc, self.train_fraction, self.split_seed)
-        need = self.test_fonts * (2 if self.validation else 1) + 1
+        blocks = 1 + (self.validation_fold + 1 if self.validation else 0)
+        need = self.test_fonts * blocks + 1
         if nf < need:
             raise ValueError(
                 f"dataset.protocols.{name}.test_fonts: {self.test_fonts} held-out fonts "
-                f"{'(twice, validation) ' if self.validation else ''}need >= {need} fonts, "
+                f"{f'({blocks} blocks, validation) ' if self.validation else ''}need >= {need} "
+                "fonts, "
                 f"got {nf}"
             )
         n_groups = len(train_c) // self.group_size
@@ -358,7 +376,9 @@ class GlyphSuperclass(_GlyphProtocol):
         font_perm = rng.permutation(nf)
         test_f, train_f = font_perm[: self.test_fonts], font_perm[self.test_fonts:]
         if self.validation:
-            test_f, train_f = train_f[: self.test_fonts], train_f[self.test_fonts:]
+            lo = self.validation_fold * self.test_fonts
+            hi = lo + self.test_fonts
+            test_f, train_f = train_f[lo:hi], np.concatenate([train_f[:lo], train_f[hi:]])
         test_f, train_f = np.sort(test_f), np.sort(train_f)
         coarse = np.empty(len(train_c), dtype=np.int64)
         for g, members in enumerate(np.array_split(rng.permutation(len(train_c)), n_groups)):
