@@ -106,6 +106,11 @@ class Context(NamedTuple):
     kind: ``"single"`` (no process group or one rank), ``"wrapper"``, ``"wrapper-efficient"``
     or ``"ddp"``; world_size: W; user_ref: the user handed ``ref_emb`` to the wrapper (so the
     ``ref_emb`` the loss receives is the gathered user reference set, not the gathered batch).
+
+    Example:
+        >>> from pml_anticollapse.distributed import context
+        >>> context()  # one process: nothing to gather
+        Context(kind='single', world_size=1, user_ref=False)
     """
 
     kind: str
@@ -117,7 +122,15 @@ SINGLE = Context("single", 1, False)
 
 
 class Rows(NamedTuple):
-    """The rows whose rate a term measures, their labels, and the factor for the term."""
+    """The rows whose rate a term measures, their labels, and the factor for the term.
+
+    Example:
+        >>> import torch
+        >>> from pml_anticollapse.distributed import regularizer_rows
+        >>> rows = regularizer_rows(torch.eye(2), "global")  # one process: the rows themselves
+        >>> rows.x.shape, rows.labels, rows.scale
+        (torch.Size([2, 2]), None, 1.0)
+    """
 
     x: torch.Tensor
     labels: torch.Tensor | None

@@ -40,7 +40,19 @@ _DECLARE = (
 
 
 class PMLInternalsError(RuntimeError):
-    """The PML internals this package reads off the call stack are not what it expects."""
+    """The PML internals this package reads off the call stack are not what it expects.
+
+    Raised by :func:`pml_anticollapse.distributed.check_pml_internals` and, under more than one
+    rank, by the first call of a coding-rate class; the message names the fix (say how the loss
+    is run with :func:`pml_anticollapse.distributed.running_in`).
+
+    Example:
+        >>> from pml_anticollapse.distributed import PMLInternalsError, check_pml_internals
+        >>> try:
+        ...     check_pml_internals()  # PML 2.9 has what the stack walk reads: nothing raised
+        ... except PMLInternalsError as err:
+        ...     print(err)
+    """
 
 
 class Wrapper(NamedTuple):

@@ -69,7 +69,18 @@ VARIANTS = ("standard", "acl_official")
 
 
 class CholeskyFallbackWarning(RuntimeWarning):
-    """The Cholesky factorisation failed and the eigen-decomposition was used instead."""
+    """The Cholesky factorisation failed and the eigen-decomposition was used instead.
+
+    A ``RuntimeWarning``: filter it like any other warning.
+
+    Example:
+        >>> import warnings
+        >>> from pml_anticollapse.functional import CholeskyFallbackWarning
+        >>> issubclass(CholeskyFallbackWarning, RuntimeWarning)
+        True
+        >>> with warnings.catch_warnings():  # make the fallback an error inside this block
+        ...     warnings.simplefilter("error", CholeskyFallbackWarning)
+    """
 
 
 def working_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -444,7 +455,7 @@ def coding_rate(
             return the default's. float32 meets 1e-5 relative to a float64 computation on well
             spread, non-square batches, not on nearly collapsed rows nor on square batches at a
             small ε² (the rounding of the normalised rows and their Gram matrix, amplified by the
-            conditioning; README, "Accuracy"): ``torch.float64`` does, at 1.3–2.7× the cost.
+            conditioning; docs/speed.md, "Accuracy"): ``torch.float64`` does, at 1.3–2.7× the cost.
 
     Returns:
         Scalar tensor, float64 for float64 input and float32 otherwise (whatever
@@ -511,7 +522,15 @@ def _to_compute_dtype(z: torch.Tensor, dtype: torch.dtype, normalize: bool) -> t
 
 
 class RateReduction(NamedTuple):
-    """ΔR = R − R_c, with its two terms (scalars)."""
+    """ΔR = R − R_c, with its two terms (scalars): what :func:`coding_rate_reduction` returns.
+
+    Example:
+        >>> import torch
+        >>> from pml_anticollapse.functional import coding_rate_reduction
+        >>> out = coding_rate_reduction(torch.eye(4), torch.tensor([0, 0, 1, 1]))
+        >>> round(out.r.item(), 4), round(out.r_c.item(), 4), round(out.delta_r.item(), 4)
+        (2.1972, 1.6094, 0.5878)
+    """
 
     delta_r: torch.Tensor
     r: torch.Tensor

@@ -60,7 +60,18 @@ def distance_weighted_log_weights(
 
 
 class EasyPositiveTriplets(NamedTuple):
-    """:func:`easy_positive_triplets`: the triplets (indices) and, per anchor, what happened."""
+    """:func:`easy_positive_triplets`: the triplets (indices) and, per anchor, what happened.
+
+    Example:
+        >>> import torch
+        >>> from pml_anticollapse.functional import easy_positive_triplets
+        >>> z = torch.tensor([[0.0, 0.0], [0.0, 1.0], [3.0, 0.0], [3.0, 1.0]])
+        >>> t = easy_positive_triplets(z, torch.tensor([0, 0, 1, 1]), normalize=False)
+        >>> t.anchors.tolist(), t.positives.tolist()
+        ([0, 1, 2, 3], [1, 0, 3, 2])
+        >>> bool(t.kept.all())
+        True
+    """
 
     #: (t,) indices into the embeddings
     anchors: torch.Tensor

@@ -134,9 +134,12 @@ def ranked_list_loss(
     ``RankedListLoss``, which drops selected pairs at distance exactly 0, overflows in float16,
     adds 1e-5 to each weight in the denominator and differentiates through the weights.
 
-    >>> z = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.6, 0.8]])  # rows 0, 1 coincide
-    >>> ranked_list_loss(z, torch.tensor([0, 0, 1]), margin=0.4)  # α = 1.2, d_02 = √0.8
-    tensor([0.3056, 0.3056, 0.3056])
+    Example:
+        >>> import torch
+        >>> from pml_anticollapse.functional import ranked_list_loss
+        >>> z = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.6, 0.8]])  # rows 0, 1 coincide
+        >>> ranked_list_loss(z, torch.tensor([0, 0, 1]), margin=0.4)  # α = 1.2, d_02 = √0.8
+        tensor([0.3056, 0.3056, 0.3056])
     """
     return ranked_list_loss_parts(
         embeddings, labels, ref_emb, ref_labels, margin=margin, alpha=alpha, Tn=Tn, Tp=Tp,
@@ -146,7 +149,17 @@ def ranked_list_loss(
 
 
 class RankedListParts(NamedTuple):
-    """:func:`ranked_list_loss_parts`: the per-query losses and the pair sets they were taken on."""
+    """:func:`ranked_list_loss_parts`: the per-query losses and the pair sets they were taken on.
+
+    Example:
+        >>> import torch
+        >>> from pml_anticollapse.functional import ranked_list_loss_parts
+        >>> parts = ranked_list_loss_parts(torch.eye(4), torch.tensor([0, 0, 1, 1]))
+        >>> parts.losses.shape, parts.positives.shape  # one loss per query; (query, reference)
+        (torch.Size([4]), torch.Size([4, 4]))
+        >>> parts.positives[0].tolist()  # query 0's positive: row 1 (itself excluded)
+        [False, True, False, False]
+    """
 
     losses: torch.Tensor
     positives: torch.Tensor

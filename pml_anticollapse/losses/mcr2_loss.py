@@ -42,7 +42,7 @@ class MCR2Loss(UsesCodingRate, BaseMetricLossFunction):
         compute_dtype: ``None`` (default: float32 for float32 embeddings) or ``torch.float64``:
             compute the rate in float64 and return float32, for 1e-5 relative accuracy on nearly
             collapsed rows and on square batches at a small ε², where float32 rounding cannot
-            give it (1.3–2.7× the cost; README, "Accuracy").
+            give it (1.3–2.7× the cost; docs/speed.md, "Accuracy").
         **kwargs: passed to ``BaseMetricLossFunction``.
 
     The settings are kept in ``self.settings`` (the ``CodingRateSettings`` shared with the

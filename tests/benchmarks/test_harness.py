@@ -602,15 +602,28 @@ class TestShiftAugmentation:
             digits_data.ShiftedDigits(torch.from_numpy(x[:5]), torch.from_numpy(y[:5]), max_shift=8)
 
 
-class TestReadmeSection:
-    def test_the_readme_config_section_is_the_generated_one(self):
+class TestConfigReference:
+    """The config schema's reference is generated into the docs (docs/benchmark/configs.md) when
+    the site is built, from the same text as ``--help-config``; the README no longer holds it."""
+
+    def test_the_docs_page_asks_for_the_generated_schema(self):
+        from tests.benchmarks._util import REPO
+
+        with open(os.path.join(REPO, "docs", "benchmark", "configs.md"), encoding="utf-8") as f:
+            assert "<!-- generated: config-schema -->" in f.read()
+
+    def test_the_generated_reference_is_the_help_text(self):
+        from scripts import docs_pages
+
+        text = docs_pages.expand("<!-- generated: config-schema -->", "benchmark/configs.md")
+        assert text == config.schema_markdown()
+        assert config.help_text() in text and text.startswith("```text\n")
+        for key in ("training.lr_trunk", "methods[].baseline", "evaluation.interval"):
+            assert key in text
+
+    def test_the_readme_holds_no_config_reference(self):
         from tests.benchmarks._util import REPO
 
         with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
             text = f.read()
-        start = text.index(config.README_START)
-        end = text.index(config.README_END) + len(config.README_END)
-        assert text[start:end] == config.readme_section(), (
-            "README's config section is out of date: run "
-            "python -c 'from benchmarks.harness import config; config.update_readme()'"
-        )
+        assert "config-schema" not in text and "Config keys (YAML" not in text

@@ -304,7 +304,8 @@ class TestAccuracySweep:
         assert set(rows) == {(24, 96, 10.0), (24, 96, 0.1), (96, 24, 10.0), (96, 24, 0.1)}
         for (_, _, sigma), r in rows.items():
             # spread rows: float32 within 1e-5 of float64 (nearly collapsed rows are not, by
-            # the rounding of the Gram matrix: README, "Accuracy"; pinned in the package's tests)
+            # the rounding of the Gram matrix: docs/speed.md, "Accuracy"; pinned in the
+            # package's tests)
             assert r["mean_cosine"] < 0.05 if sigma == 10.0 else r["mean_cosine"] > 0.95
             if sigma == 10.0:
                 assert r["ours_value"] <= 1e-6 and r["ours_grad"] <= 1e-5, r

@@ -285,7 +285,7 @@ class TestBadInput:
 # ---------------------------------------------------------------- bad inputs, one row each
 
 # (id, call, error type, message regex from its start), evaluated with the names of _namespace();
-# the same rows are listed for the README's bad-input table.
+# the same rows are listed in the docs' bad-input table (docs/errors.md).
 BAD_INPUT_ROWS = [
     ("mcr2-num-classes-0", 'MCR2Loss(num_classes=0)', ValueError,
      r"num_classes must be an int >= 1, got 0"),
