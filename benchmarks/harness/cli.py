@@ -215,6 +215,7 @@ def resolve_config(args) -> config_mod.Config:
     training = raw.setdefault("training", {})
     if args.epochs is not None:
         training["epochs"] = args.epochs
+        training.pop("protocol_epochs", None)
     if args.device:
         raw["device"] = args.device
     if args.smoke:  # before --set, so that an explicit --set wins
@@ -223,6 +224,7 @@ def resolve_config(args) -> config_mod.Config:
             raw["seeds"] = [0]
         if args.epochs is None:
             training["epochs"] = 1
+            training.pop("protocol_epochs", None)
         training["iterations_per_epoch"] = 2
     for item in args.set:
         if "=" not in item:

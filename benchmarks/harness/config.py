@@ -43,6 +43,10 @@ class TrainingOptions:
     """The ``training`` section."""
 
     epochs: int = option(10, "training epochs per cell", check=non_negative_int)
+    protocol_epochs: dict = option(
+        {}, "epoch budget per protocol, {protocol: epochs}; a protocol not named trains "
+        "training.epochs (--epochs and --smoke set every protocol's)"
+    )
     batch_size: int = option(64, "samples per batch", check=positive_int)
     m_per_class: int = option(
         8, "samplers.MPerClassSampler(m=...); raised when m x classes < batch_size",
@@ -61,7 +65,16 @@ class TrainingOptions:
     log_freq: int = option(5, "record-keeper: log every this many iterations", check=positive_int)
     tensorboard: bool = option(False, "also write TensorBoard events (if installed)")
 
+    def epochs_for(self, protocol: str) -> int:
+        """The epochs a cell of ``protocol`` trains."""
+        return int(self.protocol_epochs.get(protocol, self.epochs))
+
     def validate(self, where: str) -> None:
+        for name, value in self.protocol_epochs.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(
+                    f"{where}.protocol_epochs.{name} must be a non-negative integer, got {value!r}"
+                )
         if self.batch_size % self.m_per_class:
             raise ValueError(
                 f"{where}.batch_size must be a multiple of {where}.m_per_class, "
@@ -243,15 +256,27 @@ def read_yaml(path: str) -> dict:
 
 
 def merge_over(base: dict, user: dict) -> dict:
-    """``user`` over ``base`` with the config rules: ``dataset.protocols`` and ``methods``
-    replace whole; another ``dataset.name`` replaces the whole dataset section."""
+    """``user`` over ``base`` with the config rules: ``dataset.protocols``,
+    ``training.protocol_epochs`` and ``methods`` replace whole; another ``dataset.name`` replaces
+    the whole dataset section; the base's ``training.protocol_epochs`` keeps only the protocols
+    that remain."""
     base = copy.deepcopy(base)
     user_ds = user.get("dataset")
+    base_training = base.get("training") if isinstance(base.get("training"), dict) else {}
+    if isinstance(user.get("training"), dict) and "protocol_epochs" in user["training"]:
+        base_training.pop("protocol_epochs", None)
     if isinstance(user_ds, dict) and isinstance(base.get("dataset"), dict):
+        replaced = False
         if user_ds.get("name", base["dataset"].get("name")) != base["dataset"].get("name"):
             base.pop("dataset")
+            replaced = True
         elif "protocols" in user_ds:
             base["dataset"].pop("protocols", None)
+            replaced = True
+        per = base_training.get("protocol_epochs")
+        if replaced and isinstance(per, dict):
+            kept = user_ds.get("protocols") or {}
+            base_training["protocol_epochs"] = {k: v for k, v in per.items() if k in kept}
     if user.get("methods"):
         base.pop("methods", None)
     return deep_merge(base, user)
@@ -281,6 +306,12 @@ def parse_config(raw: dict) -> Config:
         raise ValueError(f"the config must be a mapping, got {raw!r}")
     cfg = schema.parse(Config, raw, "", skip=("dataset",))
     cfg.dataset = datasets.parse_section(raw.get("dataset") or {"name": "digits"})
+    unknown = sorted(set(cfg.training.protocol_epochs) - set(cfg.dataset.protocols))
+    if unknown:
+        raise ValueError(
+            f"training.protocol_epochs.{unknown[0]}: no protocol named {unknown[0]!r}; "
+            f"known: {sorted(cfg.dataset.protocols)}"
+        )
     return cfg
 
 

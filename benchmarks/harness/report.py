@@ -152,6 +152,14 @@ def tuned_section(tuning: dict | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _epochs_text(training: dict) -> str:
+    """``60`` or ``zero_shot 60, superclass 50`` (``training.protocol_epochs``)."""
+    per = training.get("protocol_epochs") or {}
+    if not per:
+        return str(training["epochs"])
+    return ", ".join(f"{k} {v}" for k, v in per.items()) + f" (others {training['epochs']})"
+
+
 def markdown_table(
     agg: dict,
     protocols_desc: dict,
@@ -459,7 +467,7 @@ def build_report(run_dir: str, run_info: dict, make_plots: bool = True) -> str:
         f"commit: {run_info.get('commit')}; device: {run_info.get('device')} "
         f"({hw.get('cpu', '?')}, {hw.get('cpu_count')} CPUs, {hw.get('torch_threads')} torch "
         f"threads); seeds: {run_info.get('seeds')}; "
-        f"epochs: {run_info['config']['training']['epochs']}\n"
+        f"epochs: {_epochs_text(run_info['config']['training'])}\n"
     )
     header += _provenance(sessions)
     if missing:

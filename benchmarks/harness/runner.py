@@ -453,7 +453,7 @@ def cell_jobs(plan: Plan, run_dir: str, cells, settings: dict | None) -> list[Jo
     for protocol, name, seed in cells:
         cfg, method = cell_settings(plan, settings, protocol, name)
         paths = train.cell_paths(run_dir, protocol, name, seed)
-        epochs = 0 if method.no_learning else cfg.training.epochs
+        epochs = 0 if method.no_learning else cfg.training.epochs_for(protocol)
         out.append(Job(f"{protocol}/{name}/seed{seed}", paths["result"], paths["work"],
                        epochs + 1))
     return out

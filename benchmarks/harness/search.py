@@ -143,12 +143,17 @@ def _method_dict(method: config_mod.MethodSpec) -> dict:
 
 
 def search_method(cfg, method, space, folds, own, tune_dir, device, storage, meta: dict,
-                  on_trial=None, key: str | None = None) -> dict:
+                  on_trial=None, key: str | None = None, protocol: str | None = None) -> dict:
     """Run (or finish) the search of one method; return its summary (``<key>/summary.json``,
     gathered into ``best.json``). ``key``: the search's name (the method's, or
     ``<protocol>/<method>`` when every protocol is searched on its own). ``on_trial(text)``
-    hears about every finished trial."""
+    hears about every finished trial. The folds train the epoch budget of ``protocol``
+    (``training.protocol_epochs``) unless the search sets ``training.epochs`` itself, and are
+    tested once, at their last epoch (no curve: only that value is the trial's)."""
     key = key or method.name
+    budget = {}
+    if protocol is not None:
+        budget = {"training.epochs": cfg.training.epochs_for(protocol), "evaluation.interval": 0}
     path = os.path.join(tune_dir, key, "trials.json")
     records = {}
     if os.path.exists(path):  # a damaged record is set aside: the study and the cells remain
@@ -161,7 +166,7 @@ def search_method(cfg, method, space, folds, own, tune_dir, device, storage, met
 
     def objective(number: int, params: dict) -> float:
         t0 = time.perf_counter()
-        cfg_t, method_t = apply(cfg, method, params)
+        cfg_t, method_t = apply(cfg, method, {**budget, **params})
         trial_dir = trial_folder(tune_dir, key, number)
         values = []
         for fold in folds:
@@ -277,9 +282,9 @@ def fold_jobs(tune_dir: str, searches: dict, folds: dict, own, cfg) -> list[runn
     """The fold cells of every trial of every search (``searches``: key -> (protocol, method);
     ``folds``: protocol -> its folds), for the bar: their paths are known before the trials
     run."""
-    cost = cfg.training.epochs + 1
     jobs = []
     for key, (protocol, name) in searches.items():
+        cost = cfg.training.epochs_for(protocol) + 1
         for n in range(own.trials):
             trial_dir = trial_folder(tune_dir, key, n)
             for fold in folds[protocol]:
@@ -375,7 +380,8 @@ def run_tune(cfg: config_mod.Config, own, args, command: str) -> int:
                 protocol, m = searches[key]
                 search_method(cfg, plan.method(m), spaces[m], folds[protocol], own, tune_dir,
                               plan.device, storage, session.cell_meta,
-                              on_trial=watcher.refresh if watcher else None, key=key)
+                              on_trial=watcher.refresh if watcher else None, key=key,
+                              protocol=protocol)
             best = wait_for_searches(tune_dir, list(searches))
         finally:
             if watcher is not None:

@@ -184,7 +184,7 @@ def build_cell(cfg: Config, data: ProtocolData, method: MethodSpec, device: torc
     evaluator = Evaluator(cfg.evaluation.metrics, cfg.evaluation.batch_size, t.num_workers,
                           device, hooks)
     cell = Cell(trunk, embedder, keeper, hooks, evaluator,
-                epochs=0 if method.no_learning else t.epochs, iterations=iters,
+                epochs=0 if method.no_learning else t.epochs_for(data.name), iterations=iters,
                 interval=cfg.evaluation.interval)
     if cell.interval and not method.no_learning:
         metrics = [m for m in cfg.evaluation.metrics if m in CURVE_METRICS]

@@ -39,6 +39,10 @@ def _main(cfg_path, out, *extra):
     [
         (["--device", "foo"], "device must be auto, cpu, cuda or cuda:N, got 'foo'"),
         (["--set", "threads=-1"], "threads must be a positive integer, got -1"),
+        (["--set", "training.protocol_epochs={zs: -1}"],
+         "training.protocol_epochs.zs must be a non-negative integer, got -1"),
+        (["--set", "training.protocol_epochs={sc: 3}"],
+         "training.protocol_epochs.sc: no protocol named 'sc'; known: ['zs']"),
         (["--set", "training=5"], "training must be a mapping, got 5"),
         (["--set", "name=2024"], "name must be a non-empty string, got 2024"),
         (["--set", "dataset.split_seed=abc"], "dataset.split_seed must be an integer, got 'abc'"),
@@ -107,6 +111,21 @@ def test_output_that_is_a_file_and_report_only_without_a_run(cfg_path, tmp_path)
         _main(cfg_path, f, "--methods", "no_learning")
     with pytest.raises(ValueError, match="holds no run"):
         cli.main(["--report-only", "--output", str(tmp_path / "nothing")])
+
+
+def test_each_protocol_trains_its_own_epoch_budget(cfg_path, tmp_path):
+    out = tmp_path / "run"
+    assert _main(cfg_path, out, "--methods", "triplet", "--set",
+                 "training.protocol_epochs={zs: 2}") == 0
+    (cell,) = json.loads((out / "results.json").read_text())["results"]
+    assert cell["epochs"] == 2  # the protocol's budget, not training.epochs (1)
+    assert "epochs: zs 2 (others 1)" in (out / "table.md").read_text()
+    again = tmp_path / "again"
+    assert _main(cfg_path, again, "--methods", "triplet", "--epochs", "1", "--set",
+                 "training.protocol_epochs={zs: 2}") == 0  # an explicit --set wins
+    assert _main(cfg_path, tmp_path / "cli", "--methods", "triplet", "--epochs", "3") == 0
+    (cell,) = json.loads((tmp_path / "cli" / "results.json").read_text())["results"]
+    assert cell["epochs"] == 3
 
 
 def test_a_method_named_twice_runs_once(cfg_path, tmp_path):
