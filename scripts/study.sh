@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Set up (if needed) and run, or resume, the glyph study (configs/glyphs_study.yaml): the search
+# on validation data and the 5-seed test grid, on every core or GPU of this machine. Hours on a
+# 2-core CPU; stop it at any time and run this again to go on. Its finished work is kept in
+# benchmarks/results/glyphs-study/state/ (small JSON files and the Optuna journal, tracked by
+# git) so that another clone resumes it too: `python -m scripts.study_state save` copies the
+# newly finished cells there (this script does it when the run ends or stops).
+PMLAC_EXTRA=benchmarks
+source "$(dirname "$0")/_env.sh"
+RUN=benchmarks/results/runs/glyphs-study
+STATE=benchmarks/results/glyphs-study/state
+mkdir -p "$STATE"
+"$PY" -m scripts.study_state restore "$STATE" "$RUN"
+status=0
+"$PY" -m benchmarks.launch --resume-as "bash scripts/study.sh" -- tune \
+    --config benchmarks/harness/configs/glyphs_study.yaml --output "$RUN" \
+    --storage "journal:$STATE/optuna.journal" "$@" || status=$?
+"$PY" -m scripts.study_state save "$RUN" "$STATE"
+exit "$status"
