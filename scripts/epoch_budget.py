@@ -1,4 +1,4 @@
-"""The epoch budget of each protocol, read off a finished validation run (configs/glyphs_validation.yaml).
+"""The epoch budget of each protocol, read off a finished validation run (glyphs_validation.yaml).
 
     python -m scripts.epoch_budget RUN_DIR [--out budget.md]
 
