@@ -37,6 +37,19 @@ def _devices(config):
     return devices
 
 
+#: Modules marked slow here rather than by their own ``pytestmark`` (every test of them starts
+#: benchmark processes or trains cells end to end). Everywhere else a slow test or module says so
+#: itself with ``@pytest.mark.slow`` / ``pytestmark = pytest.mark.slow``.
+SLOW_MODULES = ("tests/benchmarks/test_torchrun.py", "tests/benchmarks/test_epoch_eval.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    root = config.rootpath
+    for item in items:
+        if item.path.relative_to(root).as_posix() in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_generate_tests(metafunc):
     if "device" in metafunc.fixturenames:
         metafunc.parametrize("device", _devices(metafunc.config))

@@ -18,6 +18,8 @@ from pytorch_metric_learning import trainers
 from benchmarks.harness import train
 from tests.benchmarks._util import digits_cell
 
+pytestmark = pytest.mark.slow  # trains under autocast, stopped and resumed
+
 TRAINING = {"epochs": 2, "batch_size": 40, "m_per_class": 8, "iterations_per_epoch": 3, "amp": True}
 METHOD = {
     "name": "triplet+coding_rate",

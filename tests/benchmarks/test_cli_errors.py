@@ -199,6 +199,7 @@ def test_cpu_model_is_named():
     )
 
 
+@pytest.mark.slow  # starts python -m benchmarks
 def test_main_module_prints_errors_without_a_traceback(tmp_path):
     proc = run_cli(
         "--dataset", "digits", "--device", "foo", "--smoke", "--output", str(tmp_path / "r")
@@ -250,6 +251,7 @@ class TestUnknownClassName:
                 _main(cfg_path, out, "--set", spec, *extra)
         assert not out.exists()
 
+    @pytest.mark.slow  # starts python -m benchmarks
     def test_through_the_command_line_it_is_an_error_not_a_skip(self, tmp_path):
         proc = run_cli("--dataset", "digits", "--smoke", "--output", str(tmp_path / "r"), "--set",
                        "methods=[{name: t, loss: {class: TripletMarginLos}}]")

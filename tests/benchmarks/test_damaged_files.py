@@ -20,6 +20,8 @@ from benchmarks import _shared as _io
 from benchmarks.harness import cli, train
 from tests.benchmarks._util import digits_cell
 
+pytestmark = pytest.mark.slow  # trains cells to damage and resume them
+
 TRAINING = {"epochs": 3, "batch_size": 16, "m_per_class": 4, "iterations_per_epoch": 2,
             "log_freq": 1}
 TRIPLET = {"name": "triplet", "loss": {"class": "TripletMarginLoss", "args": {"margin": 0.2}}}

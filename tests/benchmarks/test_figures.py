@@ -13,6 +13,8 @@ from scipy import stats
 from benchmarks import _shared as _io
 from benchmarks.harness import report
 
+pytestmark = pytest.mark.slow  # draws the report's figures
+
 CURVES = {  # (method, seed) -> MAP@R per tested epoch 2, 4, 6
     ("contrastive", 0): [0.50, 0.60, 0.55],
     ("contrastive", 1): [0.52, 0.58, 0.57],

@@ -73,6 +73,7 @@ class TestCharsets:
         assert not set("ぁっゃァッャヘ") & set(kana) and {"へ", "ア", "ん", "ン"} <= set(kana)
         assert charsets.latin() == string.digits + string.ascii_uppercase + string.ascii_lowercase
 
+    @pytest.mark.slow  # samples from all 2965 kanji
     def test_seeded_sample(self):
         a = charsets.select_characters("kanji", 1000, seed=0)
         assert a == charsets.select_characters("kanji", 1000, seed=0)
@@ -155,6 +156,7 @@ def rendered(tmp_path_factory):
     return tmp, d, chars, g
 
 
+@pytest.mark.slow  # renders every test font
 class TestRender:
     def test_shape_and_kept_fonts(self, rendered):
         _, _, chars, g = rendered
@@ -251,6 +253,7 @@ class TestCache:
         assert again.from_cache and again.manifest_hash == g.manifest_hash
         np.testing.assert_array_equal(again.images, g.images)
 
+    @pytest.mark.slow  # renders again
     def test_changed_font_set_gives_a_new_hash(self, rendered):
         _, d, chars, g = rendered
         cache = os.path.dirname(g.path)
@@ -453,6 +456,7 @@ class TestManifestHash:
         assert ga.manifest_hash == gb.manifest_hash
 
 
+@pytest.mark.slow  # renders another charset
 class TestProtocolCharset:
     def test_a_protocol_can_use_another_charset(self, rendered):
         tmp, d, _, _ = rendered

@@ -11,6 +11,8 @@ import pytest
 
 from ._util import run_cli
 
+pytestmark = pytest.mark.slow  # renders fonts and runs the glyph grid end to end
+
 matplotlib = pytest.importorskip("matplotlib")
 MPL_TTF = os.path.join(matplotlib.get_data_path(), "fonts", "ttf")
 FONTS = ("DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf", "cmr10.ttf", "cmss10.ttf",

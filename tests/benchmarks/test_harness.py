@@ -23,6 +23,7 @@ def smoke_run(tmp_path_factory):
     return out, proc
 
 
+@pytest.mark.slow  # a smoke run of the digits grid (module fixture)
 class TestSmokeRun:
     def test_every_method_of_the_default_grid_has_a_row(self, smoke_run):
         out, proc = smoke_run

@@ -15,6 +15,8 @@ from benchmarks.harness import cli, config
 from benchmarks.harness.datasets.real import build_real_dataset
 from tests.benchmarks._util import retrieval_reference
 
+pytestmark = pytest.mark.slow  # trains on fake CUB / Cars196 / SOP trees
+
 fake_datasets = pytest.importorskip("tests.benchmarks.fake_datasets")
 pytest.importorskip("PIL")
 

@@ -17,6 +17,8 @@ from benchmarks import _shared as _io
 from benchmarks.harness import cli, runner
 from tests.benchmarks._util import REPO, cli_command_with_checkpoint_delay, cli_env, run_cli
 
+pytestmark = pytest.mark.slow  # runs competing benchmark processes
+
 CONFIG = (
     "name: lock-test\nseeds: [0]\nthreads: 1\n"
     "dataset: {name: digits, protocols: {zs: {type: zero_shot,\n"

@@ -8,7 +8,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.benchmarks._util import REPO, cli_command, cli_env
+
+pytestmark = pytest.mark.slow  # runs the smoke benchmark in a subprocess
 
 BLOCKER = '''\
 import os

@@ -27,6 +27,8 @@ from tests.benchmarks._util import (
     sqlite_dump,
 )
 
+pytestmark = pytest.mark.slow  # kills and resumes benchmark processes
+
 CONFIG = """\
 name: resume-test
 seeds: [0, 1]

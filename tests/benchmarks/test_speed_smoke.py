@@ -13,6 +13,8 @@ from benchmarks.speed import cli, machine, report, timing, training
 from benchmarks.speed import implementations as impls
 from tests.reference import ref_coding_rate, ref_coding_rate_grad
 
+pytestmark = pytest.mark.slow  # runs the speed benchmark
+
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):

@@ -226,6 +226,7 @@ class TestFoldData:
             assert fold.num_train_classes == len(fit) and fold.reference is None
 
 
+@pytest.mark.slow  # runs python -m benchmarks tune
 class TestTuneCommandLine:
     def _cfg(self, tmp_path, search):
         import yaml
@@ -322,6 +323,7 @@ class TestTuneCommandLine:
             assert len(trials) == 3
 
 
+@pytest.mark.slow  # kills and resumes a search
 class TestTuneKilledAndResumed:
     def test_sigkill_mid_search_then_resume_gives_the_uninterrupted_trials(self, tmp_path):
         """SIGKILL a real `python -m benchmarks tune` once its second trial's first fold has

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch.distributed as dist
 
+pytestmark = pytest.mark.slow  # runs the DDP example under torchrun
+
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 120
 

@@ -18,6 +18,8 @@ from pytorch_metric_learning.losses import MultiSimilarityLoss
 from benchmarks.examples import ddp_example
 from tests.reference import ref_coding_rate
 
+pytestmark = pytest.mark.slow  # starts the DDP example's processes
+
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 60
 

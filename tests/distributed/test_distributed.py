@@ -32,6 +32,8 @@ from pml_anticollapse import AntiCollapseLoss, CodingRateRegularizer, MCR2Loss
 from pml_anticollapse import distributed as D
 from tests.reference_ranking import ref_ranked_list_loss
 
+pytestmark = pytest.mark.slow  # starts gloo process groups
+
 WORKER = Path(__file__).with_name("_ddp_worker.py")
 WORLD_SIZE = 2
 TIMEOUT_S = 120  # a hang must not block CI; a normal run takes ~10 s on 2 cores

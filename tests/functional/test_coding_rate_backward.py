@@ -314,6 +314,7 @@ class TestConditioningSweep:
             assert abs(value.item() - expected) <= 1e-9 * abs(expected), eps_sq
             assert _rel(grad, _ref_grad_eig(z, eps_sq)) <= 1e-9, eps_sq
 
+    @pytest.mark.slow  # every grid point, over the whole conditioning sweep
     @pytest.mark.parametrize("m, d", GRID, ids=[f"{m}x{d}" for m, d in GRID])
     def test_float32_values_over_the_sweep(self, m, d):
         # spread (σ = 10) and fairly collapsed (σ = 0.3, cosine ≈ 0.9 between rows)
@@ -324,6 +325,7 @@ class TestConditioningSweep:
                 got = coding_rate(z, eps_sq=eps_sq).double().item()
                 assert abs(got - expected) <= RTOL * expected, (sigma, eps_sq)
 
+    @pytest.mark.slow  # every grid point, over the whole conditioning sweep
     @pytest.mark.parametrize("m, d", SWEEP_GRID, ids=[f"{m}x{d}" for m, d in SWEEP_GRID])
     def test_float32_solve_over_the_sweep(self, m, d):
         # the linear algebra of the backward alone (unit rows, no normalisation in the graph),

@@ -16,6 +16,8 @@ import torch
 from pml_anticollapse.functional import coding_rate, coding_rate_reduction, half_logdet_gram
 from tests.reference import ref_coding_rate
 
+pytestmark = pytest.mark.slow  # compiles with torch.compile
+
 
 def _compiled(fn):
     torch._dynamo.reset()  # each test compiles afresh: no cache from an earlier shape

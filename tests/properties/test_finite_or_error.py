@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import warnings
 
+import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
@@ -14,6 +15,8 @@ from hypothesis import strategies as st
 import pml_anticollapse as P
 from pml_anticollapse import functional as F
 from tests.properties._strategies import any_matrix, labels_for
+
+pytestmark = pytest.mark.slow  # 500 hypothesis examples per property
 
 NAMES = ("z", "embeddings", "ref_emb", "eps", "eps_sq", "labels", "the distances")
 

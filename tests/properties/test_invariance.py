@@ -5,6 +5,7 @@ smaller Gram matrix) equals ½·Σ log(1 + a·λ) from float64 eigenvalues."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,6 +14,8 @@ from pml_anticollapse import functional as F
 from tests.conftest import TOLERANCES
 from tests.properties._strategies import rotation, spread_batch
 from tests.reference import ref_coding_rate
+
+pytestmark = pytest.mark.slow  # 500 hypothesis examples per property
 
 MAGNITUDE = st.sampled_from([1e-3, 1.0, 1e3])
 EPS_SQ = st.floats(1e-3, 1e3)

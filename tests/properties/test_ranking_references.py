@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
@@ -22,6 +23,8 @@ from tests.reference_ranking import (
     ref_easy_positive_triplets,
     ref_ranked_list_loss,
 )
+
+pytestmark = pytest.mark.slow  # 500 hypothesis examples per property
 
 SCALE = st.sampled_from([1e-30, 1e-3, 1.0, 1e3, 1e30])
 GAP = 1e-9

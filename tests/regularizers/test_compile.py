@@ -15,6 +15,8 @@ from pml_anticollapse import AntiCollapseLoss, CodingRateRegularizer
 from tests.conftest import TOLERANCES
 from tests.reference import ref_coding_rate
 
+pytestmark = pytest.mark.slow  # compiles with torch.compile
+
 M, D, C = 12, 8, 3
 TOL = TOLERANCES[torch.float32]
 
