@@ -42,7 +42,10 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--nproc-per-node", default=os.environ.get("PMLAC_NPROC", "auto"),
                    help="processes: auto (default; $PMLAC_NPROC) or a number")
     p.add_argument("--resume-as", default="python -m benchmarks.launch",
-                   help="the command a user types to run this again (shown in the resume line)")
+                   help="the command a user types to run this again (shown in the resume line, "
+                   "followed by ARGS)")
+    p.add_argument("--resume-verbatim", action="store_true",
+                   help="--resume-as is the whole command (ARGS are not appended)")
     own, rest = p.parse_known_args(argv)
     if rest[:1] == ["--"]:
         rest = rest[1:]
@@ -111,6 +114,8 @@ def torch_cuda() -> bool:
 def main(argv: list[str] | None = None) -> int:
     own, args = parse_args(sys.argv[1:] if argv is None else list(argv))
     shown = " ".join([own.resume_as, *(shlex.quote(a) for a in args if a != "--fresh")])
+    if own.resume_verbatim:
+        shown = own.resume_as
     training = not any(a in NO_TRAINING for a in args)
     nproc, why = pick_layout(own.nproc_per_node, args) if training else (1, "")
     if nproc == 1:

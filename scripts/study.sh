@@ -12,8 +12,10 @@ STATE=benchmarks/results/glyphs-study/state
 mkdir -p "$STATE"
 "$PY" -m scripts.study_state restore "$STATE" "$RUN"
 status=0
-"$PY" -m benchmarks.launch --resume-as "bash scripts/study.sh" -- tune \
+shown="bash scripts/study.sh"
+for a in "$@"; do shown="$shown $(printf '%q' "$a")"; done
+"$PY" -m benchmarks.launch --resume-as "$shown" --resume-verbatim -- tune \
     --config benchmarks/harness/configs/glyphs_study.yaml --output "$RUN" \
     --storage "journal:$STATE/optuna.journal" "$@" || status=$?
-"$PY" -m scripts.study_state save "$RUN" "$STATE"
+[ -d "$RUN" ] && "$PY" -m scripts.study_state save "$RUN" "$STATE"
 exit "$status"
