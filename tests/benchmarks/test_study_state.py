@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
 import yaml
 
 from benchmarks.harness import cli
@@ -30,6 +31,7 @@ def _tune(cfg, out, journal):
                           "--storage", f"journal:{journal}"])
 
 
+@pytest.mark.slow  # two tuning runs
 def test_saved_state_resumes_in_a_fresh_folder_without_recomputing(tmp_path):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(CFG))

@@ -19,9 +19,11 @@ from benchmarks import _shared
 from benchmarks.harness import cli, ranks
 from tests.benchmarks._util import REPO, cli_env
 
-pytestmark = pytest.mark.skipif(
-    not hasattr(os, "sched_getaffinity"), reason="torchrun's CPU layout is tested on Linux"
-)
+pytestmark = [
+    pytest.mark.slow,  # real processes through torchrun
+    pytest.mark.skipif(not hasattr(os, "sched_getaffinity"),
+                       reason="torchrun's CPU layout is tested on Linux"),
+]
 
 GRID = (
     "name: torchrun-test\nseeds: [0, 1]\n"
