@@ -285,3 +285,29 @@ def test_tune_is_dispatched_to_the_tuning_step(capsys):
         cli.run(["tune", "--help"])
     assert e.value.code == 0
     assert "usage: python -m benchmarks tune" in capsys.readouterr().out
+
+
+def test_report_and_figures_rebuilt_from_a_finished_run_without_training(cfg_path, tmp_path,
+                                                                          monkeypatch):
+    out = tmp_path / "run"
+    args = ["--config", str(cfg_path), "--output", str(out), "--progress", "none",
+            "--set", "training.epochs=2", "--set", "evaluation.interval=1"]
+    assert cli.main(args) == 0
+    table = (out / "table.md").read_text()
+    results = json.loads((out / "results.json").read_text())["results"]
+    assert any(r.get("curve") for r in results)
+    figures = ["curves_zs.png", "metrics_zs.png", "spectrum_zs.png"]
+    for name in figures:
+        (out / name).unlink()
+    (out / "table.md").unlink()
+
+    from benchmarks.harness import train
+
+    def no_training(*a, **k):
+        raise AssertionError("--report-only trained a cell")
+
+    monkeypatch.setattr(train, "run_cell", no_training)
+    assert cli.main(["--report-only", "--output", str(out)]) == 0
+    assert (out / "table.md").read_text() == table
+    for name in figures:
+        assert (out / name).stat().st_size > 0, name
