@@ -311,3 +311,18 @@ def test_report_and_figures_rebuilt_from_a_finished_run_without_training(cfg_pat
     assert (out / "table.md").read_text() == table
     for name in figures:
         assert (out / name).stat().st_size > 0, name
+
+
+def test_a_resume_with_another_thread_count_is_said(cfg_path, tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["--config", str(cfg_path), "--output", str(out), "--progress", "none", "--no-plots"]
+    assert cli.main([*base, "--threads", "1", "--seeds", "0"]) == 0
+    capsys.readouterr()
+    assert cli.main([*base, "--threads", "2", "--seeds", "0", "1"]) == 0
+    said = capsys.readouterr()
+    text = said.out + said.err
+    assert "earlier sessions of this run computed cells with 1 thread(s) on cpu" in text
+    assert "this session uses 2 thread(s) per rank on cpu" in text
+    results = json.loads((out / "results.json").read_text())["results"]
+    assert {(r["seed"], r["run"]["threads"]) for r in results if r["method"] == "triplet"} == {
+        (0, 1), (1, 2)}  # each cell records its own
