@@ -27,12 +27,14 @@ START, END = "<!-- headline:start -->", "<!-- headline:end -->"
 
 
 def first_protocol_table(table_md: str) -> tuple[str, str, list[str], list[str]]:
-    """(protocol, its description, its method table's lines, the notes after the table) of the
-    first protocol section (``### <protocol>``) of a harness ``table.md``."""
+    """(protocol, its description, its method table's lines, the table's notes) of the first
+    protocol section (``### <protocol>``) of a harness ``table.md``. The notes are the
+    paragraphs of the file that explain the table: the one on ▲ and those that begin with a
+    column's header (``MAP@R final − peak: ...``), wherever the report puts them."""
     lines = table_md.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("### "))
     protocol = lines[start][4:].strip()
-    description, table, notes = [], [], []
+    description, table = [], []
     i = start + 1
     while i < len(lines) and not lines[i].startswith("|"):
         if lines[i].strip():
@@ -41,12 +43,13 @@ def first_protocol_table(table_md: str) -> tuple[str, str, list[str], list[str]]
     while i < len(lines) and lines[i].startswith("|"):
         table.append(lines[i])
         i += 1
-    while i < len(lines) and not lines[i].startswith("#"):
-        if lines[i].strip():
-            notes.append(lines[i].strip())
-        i += 1
     if not table:
         raise ValueError(f"no method table after '### {protocol}'")
+    columns = [c.strip() for c in table[0].strip("|").split("|")]
+    notes = [
+        line.strip() for line in lines
+        if line.startswith("▲ =") or any(line.startswith(f"{c}:") for c in columns if c)
+    ]
     return protocol, " ".join(description), table, notes
 
 
@@ -68,8 +71,7 @@ def headline(figure_prefix: str = "benchmarks/results/", link_prefix: str = "doc
         "",
         *table,
         "",
-        *notes,
-        "",
+        *(line for note in notes for line in (note, "")),
         f"![{text}]({figure_prefix}{HEADLINE}/{FIGURE})",
         "",
         f"*{text}. Every published run, its paired effects and figures: "

@@ -66,11 +66,13 @@ class TestHeadline:
     def test_first_protocol_table(self):
         md = "\n".join([
             "# Benchmark: x", "", "command: `c`", "", "### zero_shot", "", "the protocol", "",
-            "| method | MAP@R |", "|---|---:|", "| a | 0.5 |", "", "▲ = note", "",
-            "### superclass", "", "| method | MAP@R |", "|---|---:|", "| b | 0.1 |",
+            "| method | MAP@R |", "|---|---:|", "| a | 0.5 |", "",
+            "### superclass", "", "| method | MAP@R |", "|---|---:|", "| b | 0.1 |", "",
+            "▲ = note", "", "MAP@R: the metric", "", "other: not a note", "", "### Effects",
         ])
         protocol, description, table, notes = readme.first_protocol_table(md)
-        assert (protocol, description, notes) == ("zero_shot", "the protocol", ["▲ = note"])
+        assert (protocol, description) == ("zero_shot", "the protocol")
+        assert notes == ["▲ = note", "MAP@R: the metric"]
         assert table == ["| method | MAP@R |", "|---|---:|", "| a | 0.5 |"]
 
 
