@@ -37,10 +37,10 @@ def _devices(config):
     return devices
 
 
-#: Modules marked slow here rather than by their own ``pytestmark`` (every test of them starts
-#: benchmark processes or trains cells end to end). Everywhere else a slow test or module says so
-#: itself with ``@pytest.mark.slow`` / ``pytestmark = pytest.mark.slow``.
-SLOW_MODULES = ("tests/benchmarks/test_torchrun.py", "tests/benchmarks/test_epoch_eval.py")
+#: Modules marked slow here rather than by their own ``pytestmark`` (every test of them trains
+#: cells end to end). Everywhere else a slow test or module says so itself with
+#: ``@pytest.mark.slow`` / ``pytestmark = pytest.mark.slow``.
+SLOW_MODULES = ("tests/benchmarks/test_epoch_eval.py",)
 
 
 def pytest_collection_modifyitems(config, items):
