@@ -130,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("torch.distributed.elastic", "torch.distributed.run"):
         logging.getLogger(name).setLevel(logging.CRITICAL)  # the line below replaces its report
     os.environ["PMLAC_LAUNCHER"] = "1"
+    typed = own.resume_as if own.resume_verbatim else " ".join(
+        [own.resume_as, *(shlex.quote(a) for a in args)])
+    os.environ["PMLAC_COMMAND"] = typed  # what the run records as its command
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # the harness sets its threads itself
     if _threads_asked(args) is None and not torch_cuda():
         # the layout was counted with one thread per process: give each rank exactly that (the

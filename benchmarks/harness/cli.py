@@ -237,7 +237,14 @@ def resolve_config(args) -> config_mod.Config:
 # ----------------------------------------------------------------------------- commands
 
 
+#: Set by ``python -m benchmarks.launch`` for its ranks: the command the user typed, which the
+#: run records in place of the rank's own ``python -m benchmarks ...``.
+COMMAND_ENV = "PMLAC_COMMAND"
+
+
 def _shown_command(prefix: str, argv) -> str:
+    if os.environ.get(COMMAND_ENV):
+        return os.environ[COMMAND_ENV]
     argv_shown = sys.argv[1:] if argv is None else argv
     return " ".join([prefix, *(shlex.quote(a) for a in argv_shown)])
 

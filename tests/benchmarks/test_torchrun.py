@@ -102,6 +102,7 @@ def test_two_ranks_give_the_cells_and_table_of_one_process(grid, tmp_path):
     assert _table(one) == _table(two)
     sessions = json.loads((two / "run.json").read_text())["sessions"]
     assert sessions[-1]["world_size"] == 2 and sessions[-1]["threads"] == 1
+    assert sessions[-1]["command"].startswith("RESUME --config ")  # what the user typed
     results = json.loads((two / "results.json").read_text())["results"]
     ranks_seen = {r["run"]["rank"] for r in results}
     assert ranks_seen == {0, 1}  # both ranks computed cells
