@@ -40,7 +40,7 @@ def _devices(config):
 #: Modules marked slow here rather than by their own ``pytestmark`` (every test of them trains
 #: cells end to end). Everywhere else a slow test or module says so itself with
 #: ``@pytest.mark.slow`` / ``pytestmark = pytest.mark.slow``.
-SLOW_MODULES = ("tests/benchmarks/test_epoch_eval.py",)
+SLOW_MODULES: tuple[str, ...] = ()
 
 
 def pytest_collection_modifyitems(config, items):

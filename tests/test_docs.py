@@ -173,7 +173,7 @@ class TestGeneratedParts:
 
 
 #: Files another change is rewriting; their pointer outside the repository goes with it.
-PENDING = {"benchmarks/harness/configs/glyphs.yaml"}
+PENDING: set[str] = set()
 
 
 SKIPPED_DIRS = {".git", ".venv", "site", "runs", "__pycache__", ".pytest_cache", ".ruff_cache"}

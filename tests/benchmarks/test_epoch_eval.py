@@ -13,6 +13,8 @@ import torch
 from benchmarks.harness import train
 from tests.benchmarks._util import digits_cell, sqlite_dump
 
+pytestmark = pytest.mark.slow  # trains cells with tests during training
+
 CPU = torch.device("cpu")
 TRAINING = {"epochs": 3, "batch_size": 40, "m_per_class": 8, "iterations_per_epoch": 2}
 TRIPLET = {"name": "triplet", "loss": {"class": "TripletMarginLoss", "args": {"margin": 0.2}}}
