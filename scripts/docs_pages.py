@@ -34,7 +34,10 @@ SPEED = RESULTS / "speed"
 #: Where the site keeps the published figures: ``<ASSETS>/<path under benchmarks/results>``.
 ASSETS = "assets/results"
 #: Folders under ``benchmarks/results`` that are not published runs of the harness.
-NOT_RUNS = ("runs", "speed")
+NOT_RUNS = ("runs", "speed", "earlier")
+#: Published runs of earlier releases that the current main job contradicts (another regime),
+#: kept for their commits: ``benchmarks/results/earlier/<name>/``.
+EARLIER = "earlier"
 #: Speed runs shown first, in this order (the others follow, sorted).
 SPEED_ORDER = ("cpu", "float64", "accuracy")
 
@@ -159,18 +162,18 @@ def provenance(meta: dict) -> str:
 # ----------------------------------------------------------------------------- parts
 
 
-def result_folder(name: str, prefix: str = "") -> str:
+def result_folder(name: str, prefix: str = "", level: int = 2) -> str:
     """One published folder: provenance, its table (``table.md``) and its figures."""
     folder = RESULTS / name
     meta = read_results(name).get("metadata", {})
     table = (folder / "table.md").read_text(encoding="utf-8")
     lines = [
-        f"## `{name}`",
+        f"{'#' * level} `{name}`",
         "",
         f"Files: `benchmarks/results/{name}/`. {provenance(meta)[0].upper()}"
         f"{provenance(meta)[1:]}.",
         "",
-        demote(body_of(table), 1),
+        demote(body_of(table), level - 1),
         "",
         *figure_lines(folder, prefix),
     ]
@@ -264,6 +267,18 @@ def all_results(prefix: str = "") -> str:
             default = name[: -len("-tuned")] + "-default"
             if default in names:
                 parts.append(tuned_comparison(default, name))
+    earlier = RESULTS / EARLIER
+    old = sorted(p.name for p in earlier.iterdir() if (p / "results.json").is_file()) \
+        if earlier.is_dir() else []
+    if old:
+        parts.append(
+            "## Earlier releases\n\nRuns made by an earlier release of the harness, which the "
+            "current main job contradicts (glyphs: zero-shot only, 8 epochs, before the epoch "
+            "budgets were chosen on validation; tuning: one search on one protocol's class "
+            "folds for every protocol). Kept with the commit that produced them, not as current "
+            "results."
+        )
+        parts += [result_folder(f"{EARLIER}/{n}", prefix, level=3) for n in old]
     return "\n\n".join(parts)
 
 

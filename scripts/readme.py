@@ -20,19 +20,23 @@ README = ROOT / "README.md"
 
 #: The published folder whose results the README shows (``benchmarks/results/<HEADLINE>/``).
 HEADLINE = "glyphs-default"
-#: The figure of that folder the README shows.
-FIGURE = "effects.png"
+#: The protocol whose table the README shows: the one where collapse happens.
+PROTOCOL = "superclass"
+#: The figure of that folder the README shows: that protocol's tests during training.
+FIGURE = "curves_superclass.png"
 
 START, END = "<!-- headline:start -->", "<!-- headline:end -->"
 
 
-def first_protocol_table(table_md: str) -> tuple[str, str, list[str], list[str]]:
-    """(protocol, its description, its method table's lines, the table's notes) of the first
-    protocol section (``### <protocol>``) of a harness ``table.md``. The notes are the
+def first_protocol_table(table_md: str,
+                         protocol: str | None = None) -> tuple[str, str, list[str], list[str]]:
+    """(protocol, its description, its method table's lines, the table's notes) of the section
+    ``### <protocol>`` (None: the first protocol section) of a harness ``table.md``. The notes are the
     paragraphs of the file that explain the table: the one on ▲ and those that begin with a
     column's header (``MAP@R final − peak: ...``), wherever the report puts them."""
     lines = table_md.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("### "))
+    start = next(i for i, line in enumerate(lines) if line.startswith("### ")
+                 and (protocol is None or line[4:].strip() == protocol))
     protocol = lines[start][4:].strip()
     description, table = [], []
     i = start + 1
@@ -59,7 +63,7 @@ def headline(figure_prefix: str = "benchmarks/results/", link_prefix: str = "doc
     folder = docs_pages.RESULTS / HEADLINE
     meta = docs_pages.read_results(HEADLINE).get("metadata", {})
     protocol, description, table, notes = first_protocol_table(
-        (folder / "table.md").read_text(encoding="utf-8")
+        (folder / "table.md").read_text(encoding="utf-8"), PROTOCOL
     )
     seeds = meta.get("seeds")
     over = f" over seeds {', '.join(map(str, seeds))}" if seeds else ""
