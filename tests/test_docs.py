@@ -134,7 +134,8 @@ class TestGeneratedParts:
                 assert f"({docs_pages.ASSETS}/{name}/{png.name})" in text
 
     def test_the_tuned_comparison_reads_both_folders(self):
-        a, b = docs_pages.read_results("digits-default"), docs_pages.read_results("earlier/digits-tuned")
+        a = docs_pages.read_results("digits-default")
+        b = docs_pages.read_results("earlier/digits-tuned")
         text = docs_pages.tuned_comparison("digits-default", "earlier/digits-tuned")
         for run in (a, b):
             for protocol, rows in run["summary"].items():
