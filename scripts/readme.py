@@ -33,7 +33,8 @@ def first_protocol_table(table_md: str,
     """(protocol, its description, its method table's lines, the table's notes) of the
     section ``### <protocol>`` (None: the first protocol section) of a harness ``table.md``.
     The notes are the paragraphs of the file that explain the table: the one on ▲ and those
-    that begin with a column's header (``MAP@R final − peak: ...``), wherever the report puts them."""
+    that begin with a column's header (``MAP@R final − peak: ...``), wherever the report
+    puts them."""
     lines = table_md.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("### ")
                  and (protocol is None or line[4:].strip() == protocol))
