@@ -2,7 +2,7 @@
 # Wall time of one glyph grid in two layouts of this machine's CPUs, in both orders (ABBA):
 # 1 process x N threads (`python -m benchmarks --threads N`) against N processes x 1 thread
 # (`python -m benchmarks.launch`, torchrun). The grid: the main job's config, seed 0, 10 epochs
-# per protocol (--epochs 10), fresh folders each time. Prints one line per run and the medians.
+# per protocol (--epochs 10), fresh folders each time. Prints one line per run (seconds).
 # Take it with nothing else running (a study paused: kill -STOP, then kill -CONT).
 set -euo pipefail
 PMLAC_EXTRA=benchmarks

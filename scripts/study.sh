@@ -13,7 +13,13 @@ mkdir -p "$STATE"
 "$PY" -m scripts.study_state restore "$STATE" "$RUN"
 status=0
 shown="bash scripts/study.sh"
-for a in "$@"; do shown="$shown $(printf '%q' "$a")"; done
+for a in "$@"; do
+    if [ "$a" = "--fresh" ]; then
+        rm -rf "$STATE" && mkdir -p "$STATE"  # a fresh study: its saved state and journal too
+    else
+        shown="$shown $(printf '%q' "$a")"  # the resume line never repeats --fresh
+    fi
+done
 "$PY" -m benchmarks.launch --resume-as "$shown" --resume-verbatim -- tune \
     --config benchmarks/harness/configs/glyphs_study.yaml --output "$RUN" \
     --storage "journal:$STATE/optuna.journal" "$@" || status=$?

@@ -226,10 +226,13 @@ def resolve_config(args) -> config_mod.Config:
             training["epochs"] = 1
             training.pop("protocol_epochs", None)
         training["iterations_per_epoch"] = 2
+    sets_budget = any(item.split("=", 1)[0] == "training.protocol_epochs" for item in args.set)
     for item in args.set:
         if "=" not in item:
             raise ValueError(f"--set must be KEY=VALUE, got {item!r}")
         key, value = item.split("=", 1)
+        if key == "training.epochs" and not sets_budget:
+            training.pop("protocol_epochs", None)  # like --epochs: every protocol's budget
         config_mod.set_dotted(raw, key, config_mod.parse_value(value))
     return config_mod.parse_config(raw)
 

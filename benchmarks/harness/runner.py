@@ -516,10 +516,17 @@ def _log_committed(session: Session, jobs: dict, logged: set) -> None:
 def wait_for(session: Session, jobs: dict, logged: set) -> None:
     """Rank 0, its own share done: wait until every other rank's cells are committed. No
     timeout: a share may rightly take hours; a rank that fails makes torchrun stop this one."""
+    readable: set[str] = set()  # a damaged result left by a killed run is pending until replaced
     while True:
         _log_committed(session, jobs, logged)
-        missing = [j for j in jobs.values() if not j.is_written()]
-        if not missing:
+        for j in jobs.values():
+            if j.key not in readable and j.is_written():
+                try:
+                    _io.read_json(j.result)
+                    readable.add(j.key)
+                except _io.DamagedFileError:
+                    pass
+        if len(readable) == len(jobs):
             return
         time.sleep(POLL_SECONDS)
 

@@ -126,6 +126,13 @@ def test_each_protocol_trains_its_own_epoch_budget(cfg_path, tmp_path):
     assert _main(cfg_path, tmp_path / "cli", "--methods", "triplet", "--epochs", "3") == 0
     (cell,) = json.loads((tmp_path / "cli" / "results.json").read_text())["results"]
     assert cell["epochs"] == 3
+    budget = cfg_path.read_text().replace("training: {epochs: 1,",
+                                          "training: {protocol_epochs: {zs: 2}, epochs: 1,")
+    cfg_path.write_text(budget)
+    assert _main(cfg_path, tmp_path / "set", "--methods", "triplet",
+                 "--set", "training.epochs=3") == 0  # --set training.epochs: every protocol's
+    (cell,) = json.loads((tmp_path / "set" / "results.json").read_text())["results"]
+    assert cell["epochs"] == 3
 
 
 def test_a_method_named_twice_runs_once(cfg_path, tmp_path):
