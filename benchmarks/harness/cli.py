@@ -141,11 +141,14 @@ def parse_tune_args(argv) -> tuple[argparse.Namespace, argparse.Namespace]:
     )
     p.add_argument("--trials", type=_shared_positive_int, help="trials per method (default 30)")
     p.add_argument("--folds", type=_shared_positive_int, help="validation folds (default 4)")
-    p.add_argument("--fold-seed", type=_seed, default=0, help="seed of the class folds")
+    p.add_argument("--fold-seed", type=_seed, default=0,
+                   help="seed of the class folds (a protocol with its own validation forms, "
+                   "e.g. the glyphs', uses its split_seed instead)")
     p.add_argument("--search-seed", type=_seed, default=0, help="seed of the TPE sampler")
     p.add_argument("--tune-seed", type=_seed, default=0, help="training seed inside a fold")
     p.add_argument(
-        "--tune-protocol", help="protocol whose training classes are folded (default: first)"
+        "--tune-protocol",
+        help="the protocol searched on when tuning.per_protocol is false (default: first)"
     )
     p.add_argument(
         "--allow-untuned",
