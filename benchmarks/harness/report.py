@@ -112,9 +112,87 @@ def comparison_pairs(run_info: dict) -> tuple[list[tuple[str, str]], list[tuple[
     return declared, vs_floor
 
 
-def effects_section(declared: list[dict], vs_floor: list[dict], floor: str | None) -> str:
+def plain_methods(run_info: dict) -> list[str]:
+    """The plain losses of the config: rows that another row names as its ``baseline`` and that
+    have no baseline of their own (e.g. ``contrastive`` for ``contrastive+coding_rate``)."""
+    methods = run_info.get("config", {}).get("methods", [])
+    named = {m.get("baseline") for m in methods}
+    return [m["name"] for m in methods
+            if m["name"] in named and not m.get("baseline") and not m.get("no_learning")]
+
+
+def best_plain(run_info: dict, protocol: str) -> tuple[str, float] | None:
+    """The plain loss with the best *validation* MAP@R of the search that chose its settings
+    (``tuning.best``: per protocol, or the one searched protocol's), never a test score; None
+    for an untuned run or one whose plain rows were not searched."""
+    best = (run_info.get("tuning") or {}).get("best") or {}
+    scored = []
+    for name in plain_methods(run_info):
+        b = best.get(f"{protocol}/{name}", best.get(name))
+        if b is not None:
+            scored.append((b["value"], name))
+    if not scored:
+        return None
+    value, name = max(scored)
+    return name, value
+
+
+def vs_best_plain(cells: list[dict], run_info: dict) -> list[dict]:
+    """Every learned row that is not a plain loss against its protocol's :func:`best_plain`."""
+    methods = run_info.get("config", {}).get("methods", [])
+    plain = set(plain_methods(run_info))
+    out = []
+    for protocol in dict.fromkeys(c["protocol"] for c in cells):
+        chosen = best_plain(run_info, protocol)
+        if chosen is None:
+            continue
+        pairs = [(chosen[0], m["name"]) for m in methods
+                 if m["name"] not in plain and not m.get("no_learning")]
+        out += effects_mod.pair_effects([c for c in cells if c["protocol"] == protocol], pairs,
+                                        [EFFECT_METRIC])
+    return out
+
+
+def holm_family(declared: list[dict], vs_best: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Holm-adjust the MAP@R effects of the declared pairs and of every method against the best
+    plain loss as one family (all protocols together; a comparison that both lists hold, e.g.
+    ``X + method`` against ``X`` when ``X`` is the best plain loss, counts once); other metrics
+    are left unadjusted."""
+    family = [e for e in declared if e["metric"] == EFFECT_METRIC] + vs_best
+    if not family:
+        return declared, vs_best
+    key = lambda e: (e["protocol"], e["baseline"], e["treated"])  # noqa: E731
+    distinct = list({key(e): e for e in family}.values())
+    adjusted = {key(e): e for e in effects_mod.adjust_holm(distinct)}
+    declared = [adjusted[key(e)] if e["metric"] == EFFECT_METRIC else e for e in declared]
+    return declared, [adjusted[key(e)] for e in vs_best]
+
+
+def effects_section(declared: list[dict], vs_floor: list[dict], floor: str | None,
+                    vs_best: list[dict] | None = None, run_info: dict | None = None) -> str:
     label = METRIC_LABELS[EFFECT_METRIC]
-    text = effects_mod.markdown(declared, EFFECT_METRIC, label)
+    note = ""
+    holm = [e for e in declared + (vs_best or []) if "family_size" in e]
+    if holm:
+        against_best = (" and of every method against the best plain loss (next table)"
+                        if vs_best else "")
+        note = (f"p: the paired t-test's two-sided p-value. Holm's adjustment runs over one "
+                f"family of {holm[0]['family_size']} comparisons: every paired effect on {label} "
+                f"of the config's pairs{against_best}, all protocols together, each distinct "
+                "comparison once; \"Holm verdict\" is the verdict that survives it at 5 % "
+                "family-wise error.")
+    text = effects_mod.markdown(declared, EFFECT_METRIC, label, note)
+    if vs_best:
+        chosen = {p: best_plain(run_info or {}, p) for p in dict.fromkeys(
+            e["protocol"] for e in vs_best)}
+        which = "; ".join(f"{p}: `{c[0]}` (validation {label} {c[1]:.3f})"
+                          for p, c in chosen.items() if c)
+        text += "\n" + effects_mod.markdown(
+            vs_best, EFFECT_METRIC, label,
+            "Should I add the method, or just use a better plain loss? Each method against the "
+            "plain loss with the best validation score of its protocol's search (chosen on "
+            f"validation, not on the test): {which}.",
+        ).replace(f"### Paired effects on {label}", f"### Against the best plain loss: {label}", 1)
     if vs_floor:
         text += "\n" + effects_mod.markdown(vs_floor, EFFECT_METRIC, label).replace(
             f"### Paired effects on {label}", f"### Against the `{floor}` row: {label}", 1
@@ -475,8 +553,11 @@ def build_report(run_dir: str, run_info: dict, make_plots: bool = True) -> str:
     declared_pairs, floor_pairs = comparison_pairs(run_info)
     declared = effects_mod.pair_effects(cells, declared_pairs, [EFFECT_METRIC, "effective_rank"])
     vs_floor = effects_mod.pair_effects(cells, floor_pairs, [EFFECT_METRIC])
+    vs_best = vs_best_plain(cells, run_info)
+    declared, vs_best = holm_family(declared, vs_best)  # one family, Holm-adjusted
     text = header + "\n" + table
-    parts = [effects_section(declared, vs_floor, floor_name), tuned_section(run_info.get("tuning"))]
+    parts = [effects_section(declared, vs_floor, floor_name, vs_best, run_info),
+             tuned_section(run_info.get("tuning"))]
     for part in filter(None, parts):
         text += "\n" + part.rstrip("\n") + "\n"
     _io.atomic_write_text(os.path.join(run_dir, "table.md"), text)
@@ -503,6 +584,7 @@ def build_report(run_dir: str, run_info: dict, make_plots: bool = True) -> str:
         "summary": agg,
         "paired_effects": declared,
         "effects_vs_floor": vs_floor,
+        "effects_vs_best_plain": vs_best,
         "results": cells,
     }
     _io.atomic_write_json(os.path.join(run_dir, "results.json"), results)

@@ -329,6 +329,14 @@ def run_tune(cfg: config_mod.Config, own, args, command: str) -> int:
         name = own.tune_protocol or cfg.tuning.protocol or next(iter(plan.protocols))
         if name not in plan.protocols:
             raise ValueError(f"--tune-protocol: unknown {name!r}; known: {sorted(plan.protocols)}")
+        if not cfg.tuning.per_protocol and len(plan.protocols) > 1:
+            raise ValueError(
+                f"tuning.per_protocol is false but the run has {len(plan.protocols)} protocols "
+                f"({', '.join(plan.protocols)}): their data come from one data set, so the "
+                f"search on the validation folds of {name!r} would train and score on items that "
+                "another protocol tests on. Set tuning.per_protocol: true (one search per "
+                f"protocol, on its own validation forms), or tune one protocol (--protocols {name})"
+            )
         spaces, untuned = search_spaces(cfg, plan, own)
         targets = list(plan.protocols) if cfg.tuning.per_protocol else [name]
         folds = {p: validation_folds(cfg, plan.protocols[p], own.folds, own.fold_seed)

@@ -61,3 +61,87 @@ class TestPairedEffect:
         assert "| a+b | a | +0.100 | [+0.100, +0.100] | 3 | helps |" in text
         assert effects.plot(eff, "map", "MAP@R", str(tmp_path / "e.png"))
         assert (tmp_path / "e.png").stat().st_size > 1000
+
+
+def _t_two_sided_by_quadrature(t: float, df: int) -> float:
+    """P(|T| >= |t|) by integrating Student's t density over [0, |t|] (Simpson, float64): an
+    algorithm independent of the continued fraction under test."""
+    from math import gamma, pi, sqrt
+
+    c = gamma((df + 1) / 2) / (sqrt(df * pi) * gamma(df / 2))
+    x = np.linspace(0.0, abs(t), 20001)
+    f = c * (1.0 + x * x / df) ** (-(df + 1) / 2)
+    h = x[1] - x[0]
+    inner = h / 3 * (f[0] + f[-1] + 4 * f[1:-1:2].sum() + 2 * f[2:-1:2].sum())
+    return 1.0 - 2.0 * inner
+
+
+def _holm_rejections(pvalues, alpha):
+    """Holm's procedure as its paper states it: walk the sorted p-values, reject while
+    p_(k) <= alpha / (m - k + 1), stop at the first that is not."""
+    m = len(pvalues)
+    rejected = set()
+    for k, i in enumerate(sorted(range(m), key=lambda j: pvalues[j])):
+        if pvalues[i] > alpha / (m - k):
+            break
+        rejected.add(i)
+    return rejected
+
+
+class TestPValuesAndHolm:
+    @pytest.mark.parametrize("t,df", [(0.0, 3), (0.3, 1), (2.0, 4), (2.7764, 4), (5.0, 30),
+                                      (1.96, 200), (-3.1, 7), (12.0, 2)])
+    def test_t_p_value_against_quadrature_and_scipy(self, t, df):
+        p = effects.t_two_sided_p(t, df)
+        assert p == pytest.approx(_t_two_sided_by_quadrature(t, df), abs=1e-9)
+        assert p == pytest.approx(2 * scipy_stats.t.sf(abs(t), df), rel=1e-9, abs=1e-15)
+
+    def test_p_value_agrees_with_the_interval(self):
+        # at the interval's edge, t = t975(n-1): p = 0.05; the verdict and p < 0.05 agree
+        for df in (1, 4, 9):
+            assert effects.t_two_sided_p(effects.t975(df), df) == pytest.approx(0.05, abs=1e-4)
+        rng = np.random.default_rng(3)
+        for _ in range(200):
+            base = rng.normal(0.5, 0.05, 5)
+            e = effects.paired_effect(list(base + rng.normal(0.01, 0.02, 5)), list(base))
+            assert (e["verdict"] != "tie") == (e["p"] < 0.05)
+
+    def test_betainc_against_scipy(self):
+        special = pytest.importorskip("scipy.special")
+        for a, b, x in [(0.5, 0.5, 0.3), (2.0, 0.5, 0.9), (15.0, 0.5, 0.99), (1.0, 3.0, 0.01)]:
+            assert effects.betainc(a, b, x) == pytest.approx(special.betainc(a, b, x), rel=1e-10)
+
+    def test_holm_rejects_what_the_sequential_procedure_rejects(self):
+        rng = np.random.default_rng(0)
+        for _ in range(300):
+            m = int(rng.integers(1, 12))
+            p = list(rng.uniform(0, 0.1, m) ** rng.uniform(0.5, 3))
+            adjusted = effects.holm(p)
+            assert all(a >= q for a, q in zip(adjusted, p, strict=True))
+            for alpha in (0.01, 0.05, 0.1):
+                assert {i for i, a in enumerate(adjusted) if a <= alpha} == \
+                    _holm_rejections(p, alpha)
+
+    def test_holm_by_hand(self):
+        assert effects.holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+
+    def test_adjusted_verdicts_and_the_family(self):
+        fam = [
+            effects.paired_effect([0.51, 0.52, 0.53, 0.52, 0.51], [0.50, 0.50, 0.50, 0.49, 0.50]),
+            effects.paired_effect([0.50, 0.52, 0.49, 0.53, 0.51], [0.50, 0.50, 0.50, 0.50, 0.50]),
+            effects.paired_effect([0.6], [0.5]),
+        ]
+        out = effects.adjust_holm(fam)
+        assert [e["family_size"] for e in out] == [2, 2, 2]  # the one-seed pair is not tested
+        p0, p1 = fam[0]["p"], fam[1]["p"]
+        assert p0 < p1  # pair 0 is the clearer one: Holm multiplies it by 2, pair 1 by 1
+        assert out[0]["p_holm"] == pytest.approx(2 * p0)
+        assert out[1]["p_holm"] == pytest.approx(min(1.0, max(2 * p0, p1)))
+        assert out[0]["verdict"] == out[0]["verdict_holm"] == "helps"
+        assert out[2]["p_holm"] is None and out[2]["verdict_holm"] == "n=1"
+        assert out[1]["verdict_holm"] == "tie"
+        # an effect that passes alone but not in a family of 20 near-identical tests
+        borderline = effects.paired_effect([0.52, 0.50, 0.53, 0.51, 0.52], [0.5] * 5)
+        assert borderline["verdict"] == "helps" and 0.05 / 20 < borderline["p"] < 0.05
+        many = effects.adjust_holm([borderline] * 20)
+        assert all(e["verdict_holm"] == "tie" and e["verdict"] == "helps" for e in many)

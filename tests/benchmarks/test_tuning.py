@@ -287,6 +287,33 @@ class TestTuneCommandLine:
             assert set(folds[name]["fit"]) | set(folds[name]["validate"]) <= {0, 1, 2, 3, 4}
 
 
+    def test_one_search_for_several_protocols_is_refused(self, tmp_path):
+        """With ``tuning.per_protocol: false`` one protocol's validation folds would hold items
+        another protocol tests on (one data set): an error naming the key, before any work."""
+        import yaml
+
+        from benchmarks.harness import cli
+
+        cfg = self._cfg(tmp_path, {"loss.args.margin": {"uniform": [0.05, 0.5]}})
+        raw = yaml.safe_load(cfg.read_text())
+        raw["dataset"] = {"name": "digits", "protocols": {
+            "zs": {"type": "zero_shot", "train_classes": [0, 1, 2, 3, 4],
+                   "test_classes": [5, 6, 7, 8, 9]},
+            "sc": {"type": "superclass", "groups": [[0, 2, 4, 6, 8], [1, 3, 5, 7, 9]],
+                   "test_fraction": 0.5},
+        }}
+        cfg.write_text(yaml.safe_dump(raw))
+        out = tmp_path / "run"
+        with pytest.raises(ValueError, match=r"tuning.per_protocol is false .* 2 protocols "
+                                             r"\(sc, zs\).*--protocols sc"):
+            cli.tune_main(["--config", str(cfg), "--output", str(out), "--trials", "2",
+                           "--folds", "2", "--progress", "none"])
+        assert not out.exists()
+        # one protocol is fine
+        assert cli.tune_main(["--config", str(cfg), "--output", str(out), "--trials", "2",
+                              "--folds", "2", "--progress", "none", "--no-plots",
+                              "--protocols", "zs"]) == 0
+
     def test_every_protocol_searched_on_its_own(self, tmp_path):
         """``tuning.per_protocol``: one search per protocol and method, on that protocol's own
         folds; each protocol's test cells are trained with the settings chosen for it."""
