@@ -22,3 +22,19 @@ def test_first_epoch_where_every_plain_baseline_gains_less_than_the_threshold():
     # epoch 26: MAP@R(26) - MAP@R(16) = 0.8 - 0.8 = 0 < 0.01; epoch 24: 0.8 - 0.7 = 0.1
     assert "superclass (superclass_val0, superclass_val1): budget **26**" in text
     assert "zero_shot (zs_fold0, zs_fold1): budget **30** (criterion not met" in text
+
+
+def test_the_budget_figure_is_drawn_from_the_same_curves(tmp_path):
+    from scripts.epoch_budget import budget_figure, families
+
+    flat_from_16 = [min(0.1 * i, 0.8) for i in range(1, 16)]
+    results = [_cell(p, m, flat_from_16) for p in ("superclass_val0", "superclass_val1")
+               for m in ("contrastive", "margin", "proxy_anchor")]
+    (fam,) = families(results, gain=0.01, window=10)
+    assert (fam["family"], fam["budget"], fam["met"]) == ("superclass", 26, True)
+    assert fam["mean"]["margin"][16] == 0.8 and fam["forms"] == ["superclass_val0",
+                                                                 "superclass_val1"]
+    path = tmp_path / "budget.png"
+    assert budget_figure(results, 0.01, 10, str(path)) and path.stat().st_size > 5000
+    assert not budget_figure([], 0.01, 10, str(tmp_path / "none.png"))
+    assert not (tmp_path / "none.png").exists()
