@@ -53,6 +53,8 @@ FIGURE_CAPTIONS: tuple[tuple[str, str], ...] = (
     (r"curves_(\w+)\.png", "MAP@R and effective rank per epoch, protocol {0}"),
     (r"sample_grid\.png", "The rendered glyphs: one row per font, one column per character"),
     (r"best_so_far\.png", "Best validation MAP@R so far against trials, per method"),
+    (r"budget\.png", "Validation MAP@R of the plain baselines per epoch, the chosen epoch budget "
+     "dashed"),
     (r"speed_ratios\.png", "naive / ours and Cholesky-autograd / ours per grid point"),
 )
 

@@ -1,0 +1,48 @@
+"""scripts/publish.py: a run folder's report files, and nothing else, into a published folder."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from scripts import publish
+
+
+def _run(tmp_path, missing=()):
+    run = tmp_path / "run"
+    (run / "tuning" / "m").mkdir(parents=True)
+    (run / "cells" / "p" / "m").mkdir(parents=True)
+    (run / "table.md").write_text("# t\n")
+    (run / "results.json").write_text(json.dumps({"metadata": {"missing_cells": list(missing)}}))
+    for name in ("curves_p.png", "effects.png", "tuning/best_so_far.png", "tuning/best.json",
+                 "cells/p/m/seed0.json", "cells/p/m/seed0.ckpt", "tuning/m/trials.json",
+                 "run.json"):
+        (run / name).write_bytes(b"x")
+    return run
+
+
+def test_copies_the_report_files_only(tmp_path):
+    dest = tmp_path / "published"
+    (dest / "state").mkdir(parents=True)
+    (dest / "state" / "kept.json").write_text("{}")
+    copied = publish.publish(_run(tmp_path), dest)
+    got = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
+    assert got == ["curves_p.png", "effects.png", "results.json", "state/kept.json", "table.md",
+                   "tuning/best.json", "tuning/best_so_far.png"]
+    assert len(copied) == 6
+
+
+def test_refuses_an_incomplete_run_unless_told(tmp_path):
+    run = _run(tmp_path, missing=[["p", "m", 1]])
+    with pytest.raises(ValueError, match=r"1 cell\(s\) missing .*--incomplete"):
+        publish.publish(run, tmp_path / "d")
+    assert not (tmp_path / "d").exists()
+    assert publish.publish(run, tmp_path / "d", incomplete=True)
+
+
+def test_a_folder_without_a_report_is_an_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no table.md: not a finished run folder"):
+        publish.publish(tmp_path / "empty", tmp_path / "d")
+    assert publish.main([str(tmp_path / "empty"), "x"]) == 1
