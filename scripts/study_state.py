@@ -11,6 +11,10 @@ identity and history (``config_identity.json``, ``run.json``). ``save`` copies e
 so the same command then goes on: committed cells are read, not recomputed. The Optuna study
 lives in a journal file (``--storage journal:STATE_DIR/optuna.journal``), text that git keeps
 as it is.
+
+One clone at a time: ``restore`` never merges, it only fills in what the run folder lacks, so
+two clones that ran the same study side by side would each keep their own ``run.json``,
+``trials.json`` and journal; commit the state of one before another resumes it.
 """
 
 from __future__ import annotations
