@@ -17,11 +17,13 @@ Parts (NAME):
 - ``config-schema``: every config key, from the harness's schema
   (``benchmarks.harness.config.help_text``, what ``python -m benchmarks --help-config`` prints);
 - ``contributing``: ``CONTRIBUTING.md``, without its title;
-- ``headline``: the README's headline table (:mod:`scripts.readme`), for the docs' home page.
+- ``headline``: the README's headline tables (:mod:`scripts.readme`), for the docs' home page;
+- ``study``: the README's table of the study's paired effects (:mod:`scripts.readme`), likewise.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import re
 import sys
@@ -140,8 +142,9 @@ def read_results(name: str) -> dict:
         return json.load(f)
 
 
-def provenance(meta: dict) -> str:
-    """One line: command, commit, date, machine, threads, wall time, torch."""
+def provenance(meta: dict, cells: list[dict] | None = None) -> str:
+    """One line: command, commit, date, machine, threads, wall time, torch. With the run's
+    ``cells``, a run whose cells were computed on several CPUs names each with its count."""
     hw = meta.get("hardware") or {}
     parts = [f"command `{meta.get('command', '?')}`"]
     if meta.get("commit"):
@@ -153,8 +156,15 @@ def provenance(meta: dict) -> str:
         cpus = f", {hw['cpu_count']} CPUs" if hw.get("cpu_count") else ""
         threads = f", {hw['torch_threads']} torch threads" if hw.get("torch_threads") else ""
         parts.append(f"device `{meta.get('device', '?')}` ({machine}{cpus}{threads})")
+    cpus_used = collections.Counter((c.get("run") or {}).get("cpu") for c in cells or [])
+    cpus_used.pop(None, None)
+    if len(cpus_used) > 1:
+        parts.append("cells computed on " + ", ".join(
+            f"{cpu} ({n})" for cpu, n in cpus_used.most_common()))
     if meta.get("wall_seconds") is not None:
-        parts.append(f"wall time {meta['wall_seconds']:.0f} s")
+        sessions = len(meta.get("sessions") or [])
+        over = f" over {sessions} sessions" if sessions > 1 else ""
+        parts.append(f"wall time {meta['wall_seconds']:.0f} s{over}")
     torch_version = (meta.get("versions") or {}).get("torch")
     if torch_version:
         parts.append(f"torch {torch_version}")
@@ -167,13 +177,14 @@ def provenance(meta: dict) -> str:
 def result_folder(name: str, prefix: str = "", level: int = 2) -> str:
     """One published folder: provenance, its table (``table.md``) and its figures."""
     folder = RESULTS / name
-    meta = read_results(name).get("metadata", {})
+    results = read_results(name)
+    meta = results.get("metadata", {})
     table = (folder / "table.md").read_text(encoding="utf-8")
+    line = provenance(meta, results.get("results"))
     lines = [
         f"{'#' * level} `{name}`",
         "",
-        f"Files: `benchmarks/results/{name}/`. {provenance(meta)[0].upper()}"
-        f"{provenance(meta)[1:]}.",
+        f"Files: `benchmarks/results/{name}/`. {line[0].upper()}{line[1:]}.",
         "",
         demote(body_of(table), level - 1),
         "",
@@ -330,6 +341,13 @@ def headline(prefix: str = "") -> str:
     return readme.headline(prefix + f"{ASSETS}/", link_prefix=prefix)
 
 
+def study(prefix: str = "") -> str:
+    _importable()
+    from scripts import readme
+
+    return readme.study_effects(read_results(readme.STUDY))
+
+
 PARTS: dict[str, Callable[..., str]] = {
     "results": lambda prefix, arg: all_results(prefix),
     "result": lambda prefix, arg: result_folder(arg, prefix),
@@ -338,6 +356,7 @@ PARTS: dict[str, Callable[..., str]] = {
     "config-schema": lambda prefix, arg: config_schema(),
     "contributing": lambda prefix, arg: contributing(),
     "headline": lambda prefix, arg: headline(prefix),
+    "study": lambda prefix, arg: study(prefix),
 }
 
 

@@ -133,6 +133,13 @@ class TestGeneratedParts:
             for png in (docs_pages.RESULTS / name).glob("*.png"):
                 assert f"({docs_pages.ASSETS}/{name}/{png.name})" in text
 
+    def test_the_home_page_shows_the_studys_effects_as_the_readme_does(self):
+        from scripts import readme
+
+        text = docs_pages.expand("<!-- generated: study -->", "index.md")
+        rows = [ln for ln in readme.study_section().splitlines() if ln.startswith("| ")]
+        assert len(rows) >= 10 and all(row in text for row in rows)
+
     def test_the_tuned_comparison_reads_both_folders(self):
         a = docs_pages.read_results("digits-default")
         b = docs_pages.read_results("earlier/digits-tuned")
@@ -185,6 +192,19 @@ def _repository_files():
         dirs[:] = [d for d in dirs if d not in SKIPPED_DIRS and not d.endswith(".egg-info")]
         for name in names:
             yield Path(folder) / name
+
+
+def test_provenance_names_every_cpu_of_a_mixed_run():
+    meta = {"command": "c", "commit": "abcdef123", "device": "cpu",
+            "hardware": {"cpu": "B", "cpu_count": 2}, "wall_seconds": 61.4,
+            "sessions": [{}, {}]}
+    cells = [{"run": {"cpu": cpu}} for cpu in ("A", "B", "B")] + [{}]
+    line = docs_pages.provenance(meta, cells)
+    assert "cells computed on B (2), A (1)" in line
+    assert "wall time 61 s over 2 sessions" in line
+    one = docs_pages.provenance({**meta, "sessions": [{}]}, cells[1:])
+    assert "cells computed on" not in one and "wall time 61 s;" not in one
+    assert one.endswith("wall time 61 s")
 
 
 def test_no_file_points_outside_the_repository():

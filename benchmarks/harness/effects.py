@@ -217,7 +217,9 @@ def markdown(effects: list[dict], metric: str, label: str, note: str = "") -> st
 
 
 def plot(effects: list[dict], metric: str, label: str, path: str) -> bool:
-    """A forest plot per protocol: each pair's mean difference and 95 % interval against 0."""
+    """A forest plot per protocol: each pair's mean difference and 95 % interval against 0;
+    green helps, red hurts, grey ties; a verdict that Holm's adjustment does not keep is drawn
+    pale with an open marker."""
     rows = [e for e in effects if e["metric"] == metric]
     if not rows:
         return False
@@ -235,13 +237,21 @@ def plot(effects: list[dict], metric: str, label: str, path: str) -> bool:
         ys = list(range(len(sub)))[::-1]
         for y, e in zip(ys, sub, strict=True):
             color = {"helps": "tab:green", "hurts": "tab:red"}.get(e["verdict"], "tab:gray")
+            # a verdict that does not survive Holm's adjustment: pale line, open marker
+            lost = "verdict_holm" in e and e["verdict_holm"] != e["verdict"]
             if e["low"] is not None:
-                ax.plot([e["low"], e["high"]], [y, y], color=color, lw=2)
-            ax.plot([e["mean"]], [y], "o", color=color)
+                ax.plot([e["low"], e["high"]], [y, y], color=color, lw=2,
+                        alpha=0.35 if lost else 1.0)
+            ax.plot([e["mean"]], [y], "o", color=color, mfc="white" if lost else color)
         ax.axvline(0.0, color="black", lw=0.8)
         ax.set_yticks(ys)
         ax.set_yticklabels([f"{e['treated']} vs {e['baseline']}" for e in sub], fontsize=8)
-        ax.set_xlabel(f"Δ {label} (95 % interval over matched seeds)")
+        xlabel = f"Δ {label} (95 % interval over matched seeds)"
+        if any("verdict_holm" in e for e in sub):
+            size = next(e["family_size"] for e in sub if "family_size" in e)
+            xlabel += (f"\nopen marker: helps/hurts before, not after Holm's adjustment "
+                       f"({size} comparisons)")
+        ax.set_xlabel(xlabel)
         ax.set_title(protocol)
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()

@@ -145,3 +145,25 @@ class TestPValuesAndHolm:
         assert borderline["verdict"] == "helps" and 0.05 / 20 < borderline["p"] < 0.05
         many = effects.adjust_holm([borderline] * 20)
         assert all(e["verdict_holm"] == "tie" and e["verdict"] == "helps" for e in many)
+
+
+def test_plot_marks_the_verdicts_holm_does_not_keep(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    drawn = []
+    real = matplotlib.axes.Axes.plot
+
+    def spy(self, *args, **kwargs):
+        drawn.append(kwargs)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", spy)
+    borderline = {**effects.paired_effect([0.52, 0.50, 0.53, 0.51, 0.52], [0.5] * 5),
+                  "protocol": "p", "baseline": "a", "treated": "a+b", "metric": "m"}
+    fam = effects.adjust_holm([borderline] * 20)  # helps alone, a tie after Holm
+    assert effects.plot(fam[:1], "m", "MAP@R", str(tmp_path / "e.png"))
+    line, marker = drawn[0], drawn[1]
+    assert line["alpha"] == 0.35 and marker["mfc"] == "white"
+    drawn.clear()
+    assert effects.plot([borderline], "m", "MAP@R", str(tmp_path / "f.png"))  # no Holm: solid
+    assert drawn[0]["alpha"] == 1.0 and drawn[1]["mfc"] == "tab:green"
