@@ -147,8 +147,13 @@ def provenance(meta: dict, cells: list[dict] | None = None) -> str:
     ``cells``, a run whose cells were computed on several CPUs names each with its count."""
     hw = meta.get("hardware") or {}
     parts = [f"command `{meta.get('command', '?')}`"]
-    if meta.get("commit"):
-        parts.append(f"commit `{meta['commit'][:7]}`")
+    commits = list(dict.fromkeys(
+        s["commit"] for s in meta.get("sessions") or [] if s.get("commit")))
+    if not commits and meta.get("commit"):
+        commits = [meta["commit"]]
+    if commits:  # each session's commit, "-dirty" kept: a run over several commits says so
+        short = [f"`{c[:7]}{'-dirty' if c.endswith('-dirty') else ''}`" for c in commits]
+        parts.append(("commit " if len(short) == 1 else "commits ") + ", ".join(short))
     if meta.get("started_utc"):
         parts.append(f"started {meta['started_utc'][:10]}")
     machine = hw.get("cpu") or meta.get("device")

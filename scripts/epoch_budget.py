@@ -91,7 +91,9 @@ def budget_figure(results: list[dict], gain: float, window: int, path: str) -> b
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    from benchmarks._shared import save_figure
+
+    save_figure(fig, path)
     plt.close(fig)
     return True
 

@@ -6,7 +6,9 @@ Copies ``table.md``, ``results.json``, the folder's PNGs and those of its ``tuni
 ``tuning/best.json``): what the docs' results page and the README read. Never a checkpoint, a
 record file or a cell (a long run keeps its cells with ``scripts/study_state.py``). A run with
 missing cells (``results.json``: ``metadata.missing_cells``) is refused unless ``--incomplete``.
-Files the destination has beside these (e.g. a study's ``state/``) are left alone.
+The report files of an earlier publication there (``table.md``, ``results.json``, the PNGs,
+``tuning/best.json``) are removed first, so no figure of another run stays behind; anything else
+(e.g. a study's ``state/``) is left alone.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ def report_files(run_dir: Path) -> list[Path]:
 
 
 def publish(run_dir: Path, dest: Path, incomplete: bool = False) -> list[Path]:
+    """Copy ``run_dir``'s report files to ``dest`` (replacing an earlier publication's)."""
     for name in ("table.md", "results.json"):
         if not (run_dir / name).is_file():
             raise ValueError(f"{run_dir} has no {name}: not a finished run folder (rebuild the "
@@ -40,6 +43,9 @@ def publish(run_dir: Path, dest: Path, incomplete: bool = False) -> list[Path]:
     if missing and not incomplete:
         raise ValueError(f"{run_dir}: {len(missing)} cell(s) missing (e.g. {missing[0]}); finish "
                          "the run, or pass --incomplete to publish it as it is")
+    if dest.is_dir():
+        for old in report_files(dest):
+            (dest / old).unlink(missing_ok=True)
     copied = []
     for rel in report_files(run_dir):
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -55,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("name", help="the published folder: benchmarks/results/<NAME>/")
     p.add_argument("--incomplete", action="store_true", help="publish a run with missing cells")
     a = p.parse_args(argv)
+    name = Path(a.name)
+    if name.is_absolute() or ".." in name.parts or not name.parts:
+        print(f"publish: NAME must be a folder name under {RESULTS}, got {a.name!r}",
+              file=sys.stderr)
+        return 2
     try:
         copied = publish(a.run_dir, RESULTS / a.name, a.incomplete)
     except ValueError as e:

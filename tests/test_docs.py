@@ -197,12 +197,14 @@ def _repository_files():
 def test_provenance_names_every_cpu_of_a_mixed_run():
     meta = {"command": "c", "commit": "abcdef123", "device": "cpu",
             "hardware": {"cpu": "B", "cpu_count": 2}, "wall_seconds": 61.4,
-            "sessions": [{}, {}]}
+            "sessions": [{"commit": "1234567890-dirty"}, {"commit": "abcdef123"}]}
     cells = [{"run": {"cpu": cpu}} for cpu in ("A", "B", "B")] + [{}]
     line = docs_pages.provenance(meta, cells)
     assert "cells computed on B (2), A (1)" in line
     assert "wall time 61 s over 2 sessions" in line
+    assert "commits `1234567-dirty`, `abcdef1`" in line
     one = docs_pages.provenance({**meta, "sessions": [{}]}, cells[1:])
+    assert "commit `abcdef1`" in one
     assert "cells computed on" not in one and "wall time 61 s;" not in one
     assert one.endswith("wall time 61 s")
 

@@ -11,8 +11,8 @@ from scripts import publish
 
 def _run(tmp_path, missing=()):
     run = tmp_path / "run"
-    (run / "tuning" / "m").mkdir(parents=True)
-    (run / "cells" / "p" / "m").mkdir(parents=True)
+    (run / "tuning" / "m").mkdir(parents=True, exist_ok=True)
+    (run / "cells" / "p" / "m").mkdir(parents=True, exist_ok=True)
     (run / "table.md").write_text("# t\n")
     (run / "results.json").write_text(json.dumps({"metadata": {"missing_cells": list(missing)}}))
     for name in ("curves_p.png", "effects.png", "tuning/best_so_far.png", "tuning/best.json",
@@ -41,8 +41,24 @@ def test_refuses_an_incomplete_run_unless_told(tmp_path):
     assert publish.publish(run, tmp_path / "d", incomplete=True)
 
 
-def test_a_folder_without_a_report_is_an_error(tmp_path):
+def test_republishing_leaves_no_figure_of_the_earlier_run(tmp_path):
+    dest = tmp_path / "published"
+    publish.publish(_run(tmp_path), dest)
+    (dest / "curves_gone.png").write_bytes(b"old")  # a protocol the new run does not have
+    (dest / "state").mkdir()
+    (dest / "state" / "kept.json").write_text("{}")
+    publish.publish(_run(tmp_path), dest)
+    assert not (dest / "curves_gone.png").exists() and (dest / "state" / "kept.json").exists()
+
+
+def test_a_folder_without_a_report_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(publish, "RESULTS", tmp_path / "results")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no table.md: not a finished run folder"):
         publish.publish(tmp_path / "empty", tmp_path / "d")
     assert publish.main([str(tmp_path / "empty"), "x"]) == 1
+    for bad in ("../x", "/abs", "."):
+        assert publish.main([str(_run(tmp_path)), bad]) == 2
+    assert not (tmp_path / "results").exists()
+    assert publish.main([str(_run(tmp_path)), "x"]) == 0
+    assert (tmp_path / "results" / "x" / "table.md").is_file()

@@ -111,7 +111,8 @@ class TestStudy:
             ],
         }
         lines = readme.study_effects(results).splitlines()
-        assert "over all 4 comparisons of the table" in lines[0]
+        assert "over all 4 distinct comparisons of the table (4 rows" not in lines[0]
+        assert lines[0].endswith("over all 4 distinct comparisons of the table.")
         assert "mean over the matched seeds (0, 1) [95 % t-interval]" in lines[0]
         assert lines[2] == ("| method | compared with | sc (best plain: `b`) | "
                             "zs (best plain: `a`) |")

@@ -27,7 +27,7 @@ examples:
   python -m benchmarks --smoke   # every method, 1 seed, 2 iterations (seconds)
   python -m benchmarks --dataset digits                   # sklearn digits, 13 methods (~1 min)
   python -m benchmarks --font-dir ~/Library/Fonts         # glyphs from any folder of fonts
-  python -m benchmarks tune --dataset digits              # equal-budget search, then the table
+  python -m benchmarks tune --dataset digits --protocols zero_shot   # search, then the table
   python -m benchmarks --methods no_learning triplet triplet+coding_rate --seeds 0 1 2 3 4
   python -m benchmarks --dataset cub --data-root ~/data   # local CUB-200-2011, never downloads
   python -m benchmarks --report-only --output DIR         # rebuild the report of a run folder
@@ -122,7 +122,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 TUNE_EPILOG = """\
 examples:
-  python -m benchmarks tune --dataset digits --trials 30 --folds 4
+  python -m benchmarks tune --dataset digits --protocols zero_shot --trials 30 --folds 4
   python -m benchmarks tune --smoke                   # 2 trials x 2 folds per method (seconds)
   python -m benchmarks tune --config benchmarks/harness/configs/glyphs.yaml --trials 8 --folds 3
 
@@ -148,7 +148,8 @@ def parse_tune_args(argv) -> tuple[argparse.Namespace, argparse.Namespace]:
     p.add_argument("--tune-seed", type=_seed, default=0, help="training seed inside a fold")
     p.add_argument(
         "--tune-protocol",
-        help="the protocol searched on when tuning.per_protocol is false (default: first)"
+        help="the protocol searched on when tuning.per_protocol is false (default: first); a "
+        "run of several protocols needs tuning.per_protocol: true, or --protocols NAME"
     )
     p.add_argument(
         "--allow-untuned",

@@ -121,7 +121,9 @@ class TuningOptions:
         "folds of the training characters; held-out training fonts), else class-disjoint "
         "folds of its training classes", check=positive_int)
     protocol: str | None = option(
-        None, "the protocol searched on (first); its settings hold for every protocol"
+        None, "the protocol searched on when per_protocol is false (default: the first); a run "
+        "of several protocols needs per_protocol: true (one protocol's validation folds would "
+        "hold another's test items)"
     )
     per_protocol: bool = option(
         False, "search every protocol on its own validation forms: one search per protocol and "

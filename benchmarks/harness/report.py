@@ -121,20 +121,27 @@ def plain_methods(run_info: dict) -> list[str]:
             if m["name"] in named and not m.get("baseline") and not m.get("no_learning")]
 
 
-def best_plain(run_info: dict, protocol: str) -> tuple[str, float] | None:
-    """The plain loss with the best *validation* MAP@R of the search that chose its settings
-    (``tuning.best``: per protocol, or the one searched protocol's), never a test score; None
-    for an untuned run or one whose plain rows were not searched."""
-    best = (run_info.get("tuning") or {}).get("best") or {}
-    scored = []
+def searched_plain(run_info: dict, protocol: str) -> list[tuple[str, float]]:
+    """(name, best validation MAP@R) of each plain loss searched on ``protocol``'s validation
+    data (``tuning.best``: ``<protocol>/<name>`` per protocol, or ``<name>`` when the one search
+    ran on ``protocol``); a plain loss left untuned is not among them."""
+    tuning = run_info.get("tuning") or {}
+    best = tuning.get("best") or {}
+    out = []
     for name in plain_methods(run_info):
-        b = best.get(f"{protocol}/{name}", best.get(name))
+        b = best.get(f"{protocol}/{name}")
+        if b is None and tuning.get("protocol") == protocol:
+            b = best.get(name)
         if b is not None:
-            scored.append((b["value"], name))
-    if not scored:
-        return None
-    value, name = max(scored)
-    return name, value
+            out.append((name, b["value"]))
+    return out
+
+
+def best_plain(run_info: dict, protocol: str) -> tuple[str, float] | None:
+    """The plain loss with the best *validation* MAP@R among :func:`searched_plain`, never a
+    test score; None for an untuned run or a protocol its search did not run on."""
+    scored = searched_plain(run_info, protocol)
+    return max(scored, key=lambda nv: nv[1]) if scored else None
 
 
 def vs_best_plain(cells: list[dict], run_info: dict) -> list[dict]:
@@ -172,7 +179,7 @@ def effects_section(declared: list[dict], vs_floor: list[dict], floor: str | Non
                     vs_best: list[dict] | None = None, run_info: dict | None = None) -> str:
     label = METRIC_LABELS[EFFECT_METRIC]
     note = ""
-    holm = [e for e in declared + (vs_best or []) if "family_size" in e]
+    holm = [e for e in declared + (vs_best or []) if e.get("family_size")]
     if holm:
         against_best = (" and of every method against the best plain loss (next table)"
                         if vs_best else "")
@@ -185,8 +192,10 @@ def effects_section(declared: list[dict], vs_floor: list[dict], floor: str | Non
     if vs_best:
         chosen = {p: best_plain(run_info or {}, p) for p in dict.fromkeys(
             e["protocol"] for e in vs_best)}
-        which = "; ".join(f"{p}: `{c[0]}` (validation {label} {c[1]:.3f})"
-                          for p, c in chosen.items() if c)
+        which = "; ".join(
+            f"{p}: `{c[0]}` (validation {label} {c[1]:.3f}, among "
+            + ", ".join(f"`{n}`" for n, _ in searched_plain(run_info or {}, p)) + ")"
+            for p, c in chosen.items() if c)
         text += "\n" + effects_mod.markdown(
             vs_best, EFFECT_METRIC, label,
             "Should I add the method, or just use a better plain loss? Each method against the "

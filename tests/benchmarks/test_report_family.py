@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from benchmarks import _shared as _io
-from benchmarks.harness import effects, report
+from benchmarks.harness import report
 
 MAP = "mean_average_precision_at_r"
 #: test MAP@R per (protocol, method), seeds 0-4 add 0.01 * seed; plain "a" tests best, but
@@ -51,6 +51,14 @@ def test_best_plain_is_chosen_on_validation(run_dir):
     assert report.best_plain(info, "p") == ("b", 0.40)  # "a" tests higher: not looked at
     assert report.best_plain(info, "q") == ("a", 0.50)
     assert report.best_plain({"config": info["config"]}, "p") is None  # untuned: no choice
+    # one search (per_protocol false) on "q": its scores choose for "q" only, never for "p"
+    one = {**info, "tuning": {"protocol": "q", "best": {
+        "a": {"value": 0.1}, "b": {"value": 0.2}}}}
+    assert report.best_plain(one, "q") == ("b", 0.2)
+    assert report.best_plain(one, "p") is None
+    # a plain loss that was not searched is not a candidate
+    del info["tuning"]["best"]["p/b"]
+    assert report.searched_plain(info, "p") == [("a", 0.30)]
 
 
 def test_every_method_against_the_best_plain_loss_with_holm(run_dir):
@@ -79,7 +87,8 @@ def test_every_method_against_the_best_plain_loss_with_holm(run_dir):
     cells = {(c["protocol"], c["method"], c["seed"]): c["metrics"][MAP] for c in res["results"]}
     d = [cells[("p", "ours", s)] - cells[("p", "b", s)] for s in range(5)]
     assert vs[("p", "ours")]["mean"] == pytest.approx(float(np.mean(d)))
-    assert "### Against the best plain loss" in text and "p: `b` (validation MAP@R 0.400)" in text
+    assert "### Against the best plain loss" in text
+    assert "p: `b` (validation MAP@R 0.400, among `a`, `b`)" in text
     assert "family of 6 comparisons" in text and "Holm verdict" in text
     # effective-rank effects are outside the family
     assert all("p_holm" not in e for e in res["paired_effects"] if e["metric"] != MAP)
@@ -93,5 +102,12 @@ def test_untuned_run_adjusts_the_declared_pairs_only(run_dir):
     assert res["effects_vs_best_plain"] == []
     assert all(e["family_size"] == 4 for e in res["paired_effects"])
     assert "Against the best plain loss" not in text
-    assert effects.holm([e["p"] for e in res["paired_effects"]]) == pytest.approx(
-        [e["p_holm"] for e in res["paired_effects"]])
+    ps = [e["p"] for e in res["paired_effects"]]
+    for alpha in (0.001, 0.01, 0.05):  # Holm's sequential rejections, walked here
+        rejected, m = set(), len(ps)
+        for k, i in enumerate(sorted(range(m), key=lambda j: ps[j])):
+            if ps[i] > alpha / (m - k):
+                break
+            rejected.add(i)
+        assert rejected == {i for i, e in enumerate(res["paired_effects"])
+                            if e["p_holm"] <= alpha}

@@ -138,7 +138,8 @@ def test_a_killed_rank_is_named_and_the_same_command_resumes(grid, tmp_path):
 
 def test_two_ranks_tune_to_the_settings_of_one(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
-    common = ["--smoke", "--dataset", "digits", "--progress", "none", "--no-plots",
+    common = ["--smoke", "--dataset", "digits", "--protocols", "zero_shot", "--progress", "none",
+              "--no-plots",
               "--threads", "1", "--methods", "triplet", "triplet+coding_rate", "no_learning"]
     assert cli.tune_main([*common, "--output", str(one)]) == 0
     journal = tmp_path / "shared" / "optuna.log"
