@@ -181,7 +181,13 @@ def _fmt(x: float | None) -> str:
 
 
 def _fmt_p(p: float | None) -> str:
-    return "—" if p is None else "<0.001" if p < 0.001 else f"{p:.3f}"
+    """``<0.001``, else three decimals; four where three would round onto 0.05 (so that a
+    p of 0.0499 is not shown as the 0.050 it is not)."""
+    if p is None:
+        return "—"
+    if p < 0.001:
+        return "<0.001"
+    return f"{p:.4f}" if f"{p:.3f}" == "0.050" else f"{p:.3f}"
 
 
 def markdown(effects: list[dict], metric: str, label: str, note: str = "") -> str:

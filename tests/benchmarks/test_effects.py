@@ -122,6 +122,10 @@ class TestPValuesAndHolm:
                 assert {i for i, a in enumerate(adjusted) if a <= alpha} == \
                     _holm_rejections(p, alpha)
 
+    def test_p_is_never_shown_as_a_rounded_0_05(self):
+        assert [effects._fmt_p(p) for p in (None, 0.0004, 0.0499, 0.0501, 0.05, 0.0494, 0.3)] \
+            == ["—", "<0.001", "0.0499", "0.0501", "0.0500", "0.049", "0.300"]
+
     def test_holm_by_hand(self):
         assert effects.holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
 
