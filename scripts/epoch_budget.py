@@ -106,7 +106,12 @@ def main(argv: list[str]) -> int:
     p.add_argument("--out", help="also write the table to this file")
     p.add_argument("--figure", help="also draw the validation curves and budgets to this PNG")
     a = p.parse_args(argv)
-    with open(os.path.join(a.run_dir, "results.json"), encoding="utf-8") as f:
+    path = os.path.join(a.run_dir, "results.json")
+    if not os.path.isfile(path):
+        print(f"epoch_budget: RUN_DIR {a.run_dir} has no results.json (a finished run folder "
+              "of configs/glyphs_validation.yaml is expected)", file=sys.stderr)
+        return 2
+    with open(path, encoding="utf-8") as f:
         results = json.load(f)["results"]
     text = budget_table(results, a.gain, a.window)
     print(text)

@@ -116,19 +116,21 @@ def study_effects(results: dict) -> str:
     treated = sorted({e["treated"] for e in declared + vs_best},
                      key=lambda n: order.index(n) if n in order else len(order))
     best = {e["protocol"]: e["baseline"] for e in vs_best}
-    sizes = {e.get("family_size") for e in declared + vs_best} - {None, 0}
-    listed = len(declared) + len(vs_best)
     seeds = meta.get("seeds")
     over = f" ({', '.join(map(str, seeds))})" if seeds else ""
+    intro = (f"From `benchmarks/results/{STUDY}/` "
+             f"({docs_pages.provenance(meta, results.get('results'))}). Test MAP@R, treated − "
+             f"compared row, mean over the matched seeds{over} [95 % t-interval], then the "
+             "verdict and the verdict after Holm's adjustment")
+    sizes = {e.get("family_size") for e in declared + vs_best} - {None, 0}
+    if len(sizes) == 1:
+        size, listed = sizes.pop(), len(declared) + len(vs_best)
+        intro += f" over all {size} distinct comparisons of the table"
+        if listed > size:
+            intro += (f" ({listed} entries: where a method's plain loss is the best plain loss, "
+                      "its two rows repeat one comparison)")
     lines = [
-        f"From `benchmarks/results/{STUDY}/` "
-        f"({docs_pages.provenance(meta, results.get('results'))}). Test MAP@R, "
-        f"treated − compared row, mean over the matched seeds{over} [95 % t-interval], then the "
-        "verdict and the verdict after Holm's adjustment"
-        + (f" over all {next(iter(sizes))} distinct comparisons of the table"
-           + (f" ({listed} entries: where a method's plain loss is the best plain loss, its two "
-              "rows repeat one comparison)" if listed > next(iter(sizes)) else "")
-           if len(sizes) == 1 else "") + ".",
+        intro + ".",
         "",
         "| method | compared with | " + " | ".join(
             f"{p} (best plain: `{best[p]}`)" if p in best else p for p in protocols) + " |",

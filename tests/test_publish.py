@@ -51,14 +51,17 @@ def test_republishing_leaves_no_figure_of_the_earlier_run(tmp_path):
     assert not (dest / "curves_gone.png").exists() and (dest / "state" / "kept.json").exists()
 
 
-def test_a_folder_without_a_report_is_an_error(tmp_path, monkeypatch):
+def test_a_folder_without_a_report_is_an_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(publish, "RESULTS", tmp_path / "results")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no table.md: not a finished run folder"):
         publish.publish(tmp_path / "empty", tmp_path / "d")
     assert publish.main([str(tmp_path / "empty"), "x"]) == 1
+    capsys.readouterr()
     for bad in ("../x", "/abs", "."):
         assert publish.main([str(_run(tmp_path)), bad]) == 2
+        assert f"publish: NAME must be a folder name under {tmp_path / 'results'}, got " \
+            f"{bad!r}" in capsys.readouterr().err
     assert not (tmp_path / "results").exists()
     assert publish.main([str(_run(tmp_path)), "x"]) == 0
     assert (tmp_path / "results" / "x" / "table.md").is_file()

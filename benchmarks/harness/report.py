@@ -144,16 +144,26 @@ def best_plain(run_info: dict, protocol: str) -> tuple[str, float] | None:
     return max(scored, key=lambda nv: nv[1]) if scored else None
 
 
-def vs_best_plain(cells: list[dict], run_info: dict) -> list[dict]:
-    """Every learned row that is not a plain loss against its protocol's :func:`best_plain`."""
+def plain_choice(run_info: dict, protocols) -> dict:
+    """{protocol: {"name", "value", "candidates"}}: each protocol's :func:`best_plain` and the
+    searched plain losses it was chosen among (protocols without a choice are left out)."""
+    out = {}
+    for protocol in protocols:
+        chosen = best_plain(run_info, protocol)
+        if chosen is not None:
+            out[protocol] = {"name": chosen[0], "value": chosen[1],
+                             "candidates": [n for n, _ in searched_plain(run_info, protocol)]}
+    return out
+
+
+def vs_best_plain(cells: list[dict], run_info: dict, choice: dict) -> list[dict]:
+    """Every learned row that is not a plain loss against its protocol's chosen plain loss
+    (``choice``: :func:`plain_choice`)."""
     methods = run_info.get("config", {}).get("methods", [])
     plain = set(plain_methods(run_info))
     out = []
-    for protocol in dict.fromkeys(c["protocol"] for c in cells):
-        chosen = best_plain(run_info, protocol)
-        if chosen is None:
-            continue
-        pairs = [(chosen[0], m["name"]) for m in methods
+    for protocol, chosen in choice.items():
+        pairs = [(chosen["name"], m["name"]) for m in methods
                  if m["name"] not in plain and not m.get("no_learning")]
         out += effects_mod.pair_effects([c for c in cells if c["protocol"] == protocol], pairs,
                                         [EFFECT_METRIC])
@@ -176,7 +186,7 @@ def holm_family(declared: list[dict], vs_best: list[dict]) -> tuple[list[dict], 
 
 
 def effects_section(declared: list[dict], vs_floor: list[dict], floor: str | None,
-                    vs_best: list[dict] | None = None, run_info: dict | None = None) -> str:
+                    vs_best: list[dict] | None = None, choice: dict | None = None) -> str:
     label = METRIC_LABELS[EFFECT_METRIC]
     note = ""
     holm = [e for e in declared + (vs_best or []) if e.get("family_size")]
@@ -190,12 +200,10 @@ def effects_section(declared: list[dict], vs_floor: list[dict], floor: str | Non
                 "family-wise error.")
     text = effects_mod.markdown(declared, EFFECT_METRIC, label, note)
     if vs_best:
-        chosen = {p: best_plain(run_info or {}, p) for p in dict.fromkeys(
-            e["protocol"] for e in vs_best)}
         which = "; ".join(
-            f"{p}: `{c[0]}` (validation {label} {c[1]:.3f}, among "
-            + ", ".join(f"`{n}`" for n, _ in searched_plain(run_info or {}, p)) + ")"
-            for p, c in chosen.items() if c)
+            f"{p}: `{c['name']}` (validation {label} {c['value']:.3f}, among "
+            + ", ".join(f"`{n}`" for n in c["candidates"]) + ")"
+            for p, c in (choice or {}).items())
         text += "\n" + effects_mod.markdown(
             vs_best, EFFECT_METRIC, label,
             "Should I add the method, or just use a better plain loss? Each method against the "
@@ -562,10 +570,11 @@ def build_report(run_dir: str, run_info: dict, make_plots: bool = True) -> str:
     declared_pairs, floor_pairs = comparison_pairs(run_info)
     declared = effects_mod.pair_effects(cells, declared_pairs, [EFFECT_METRIC, "effective_rank"])
     vs_floor = effects_mod.pair_effects(cells, floor_pairs, [EFFECT_METRIC])
-    vs_best = vs_best_plain(cells, run_info)
+    choice = plain_choice(run_info, dict.fromkeys(c["protocol"] for c in cells))
+    vs_best = vs_best_plain(cells, run_info, choice)
     declared, vs_best = holm_family(declared, vs_best)  # one family, Holm-adjusted
     text = header + "\n" + table
-    parts = [effects_section(declared, vs_floor, floor_name, vs_best, run_info),
+    parts = [effects_section(declared, vs_floor, floor_name, vs_best, choice),
              tuned_section(run_info.get("tuning"))]
     for part in filter(None, parts):
         text += "\n" + part.rstrip("\n") + "\n"
@@ -594,6 +603,7 @@ def build_report(run_dir: str, run_info: dict, make_plots: bool = True) -> str:
         "paired_effects": declared,
         "effects_vs_floor": vs_floor,
         "effects_vs_best_plain": vs_best,
+        "best_plain": choice,
         "results": cells,
     }
     _io.atomic_write_json(os.path.join(run_dir, "results.json"), results)

@@ -38,3 +38,10 @@ def test_the_budget_figure_is_drawn_from_the_same_curves(tmp_path):
     assert budget_figure(results, 0.01, 10, str(path)) and path.stat().st_size > 5000
     assert not budget_figure([], 0.01, 10, str(tmp_path / "none.png"))
     assert not (tmp_path / "none.png").exists()
+
+
+def test_a_folder_without_results_is_a_clear_error(tmp_path, capsys):
+    from scripts.epoch_budget import main
+
+    assert main([str(tmp_path)]) == 2
+    assert f"RUN_DIR {tmp_path} has no results.json" in capsys.readouterr().err

@@ -67,6 +67,8 @@ def test_every_method_against_the_best_plain_loss_with_holm(run_dir):
     res = _cells(folder)
     vs = {(e["protocol"], e["treated"]): e for e in res["effects_vs_best_plain"]}
     assert set(vs) == {("p", "a+x"), ("p", "ours"), ("q", "a+x"), ("q", "ours")}
+    assert res["best_plain"] == {"p": {"name": "b", "value": 0.40, "candidates": ["a", "b"]},
+                                 "q": {"name": "a", "value": 0.50, "candidates": ["a", "b"]}}
     assert {e["baseline"] for k, e in vs.items() if k[0] == "p"} == {"b"}
     assert {e["baseline"] for k, e in vs.items() if k[0] == "q"} == {"a"}
     # the family: 2 declared pairs x 2 protocols + 4 against the best plain loss, of which two
@@ -99,7 +101,7 @@ def test_untuned_run_adjusts_the_declared_pairs_only(run_dir):
     del info["tuning"]
     text = report.build_report(folder, info, make_plots=False)
     res = _cells(folder)
-    assert res["effects_vs_best_plain"] == []
+    assert res["effects_vs_best_plain"] == [] and res["best_plain"] == {}
     assert all(e["family_size"] == 4 for e in res["paired_effects"])
     assert "Against the best plain loss" not in text
     ps = [e["p"] for e in res["paired_effects"]]
